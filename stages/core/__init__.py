@@ -1,0 +1,1 @@
+"""The small importable core that the stage entry points share."""

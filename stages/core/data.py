@@ -1,0 +1,75 @@
+"""MNIST as tensors: decoding the raw files, the seeded train/validation split, and loading it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stages.core import atomic
+from stages.core.errors import PipelineError
+from stages.core.idx import decode_idx
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Images as uint8 ``[N, 28, 28]``, labels as int64 ``[N]``, and where each came from in its
+    source file, so a validation image can always be traced back."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source_indices: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, indices: torch.Tensor) -> Subset:
+        return Subset(self.images[indices], self.labels[indices], self.source_indices[indices])
+
+
+SUBSETS = ("train", "valid", "test")
+
+
+def read_mnist(raw_dir: Path, prefix: str) -> Subset:
+    """``prefix`` is ``train`` or ``t10k``, as in the MNIST file names."""
+    images = decode_idx((raw_dir / f"{prefix}-images-idx3-ubyte").read_bytes(), f"{prefix}-images")
+    labels = decode_idx((raw_dir / f"{prefix}-labels-idx1-ubyte").read_bytes(), f"{prefix}-labels")
+    if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
+        raise PipelineError(
+            f"{prefix}: images {list(images.shape)} and labels {list(labels.shape)} do not match"
+        )
+    return Subset(images, labels.long(), torch.arange(len(labels)))
+
+
+def split_train_valid(full: Subset, train_size: int, valid_size: int, seed: int) -> tuple[Subset, Subset]:
+    """A seeded permutation of the official training set: the first ``valid_size`` images validate,
+    the next ``train_size`` train. The official test set is never an argument here."""
+    if train_size + valid_size > len(full):
+        raise PipelineError(
+            f"split.train_size + split.valid_size = {train_size} + {valid_size} = {train_size + valid_size} "
+            f"exceeds the {len(full)} training images; choose sizes that sum to at most {len(full)}"
+        )
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    valid = order[:valid_size].sort().values
+    train = order[valid_size : valid_size + train_size].sort().values
+    return full.select(train), full.select(valid)
+
+
+def save_subset(subset: Subset, path: Path) -> None:
+    atomic.save_torch(
+        path, {"images": subset.images, "labels": subset.labels, "source_indices": subset.source_indices}
+    )
+
+
+def load_subset(path: Path) -> Subset:
+    try:
+        saved = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run the split stage first (dvc repro split)") from None
+    return Subset(saved["images"], saved["labels"], saved["source_indices"])
+
+
+def as_features(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1], exactly as torchvision's ``ToTensor`` scales, flattened to 784."""
+    return images.to(device).reshape(len(images), -1).to(torch.float32).div(255)

@@ -1,0 +1,19 @@
+"""One error type for problems a user can fix, and the wrapper that turns it into one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class PipelineError(Exception):
+    """A problem with the user's input or environment, reported as one line, never a traceback."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main`` so that a ``PipelineError`` ends it with one line and exit code 2."""
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,28 @@
+"""Stage ``download``: the four MNIST files, verified, into ``data/raw/``.
+
+Mirrors are tried in order: ``MNIST_MIRRORS`` (comma-separated base URLs, ``file://`` allowed)
+first, then ``download.mirrors`` from params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.core import mirrors
+from stages.core.errors import run_stage
+from stages.core.params import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, default=Path("data/raw"), help="folder for the IDX files")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    urls = mirrors.mirrors_to_try(params.download.mirrors)
+    mirrors.download_all(params.download.sha256, urls, args.out)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,65 @@
+"""Stage ``evaluate``: the trained model on the official test set, the only place it is used.
+
+Writes test loss, accuracy and per-class accuracy, and one ``actual,predicted`` row per test
+image for DVC's confusion-matrix template.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from stages.core import atomic, data, runtime
+from stages.core.errors import run_stage
+from stages.core.models import NUM_CLASSES, load_model
+from stages.core.params import load_params
+from stages.core.training import evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
+    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--confusion", type=Path, default=Path("plots/confusion.csv"))
+    parser.add_argument("--log", type=Path, default=Path("logs/evaluate.json"), help="environment and timings")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    device = runtime.configure(params.seed, params.threads, params.device)
+    model = load_model(args.model, params.architecture, device)
+    test = data.load_subset(args.split / "test.pt")
+
+    started = time.perf_counter()
+    result = evaluate(
+        model, data.as_features(test.images, device), test.labels.to(device), params.evaluate.batch_size
+    )
+    seconds = time.perf_counter() - started
+    print(f"Test Loss : {result.loss:.4f} Test Accuracy : {result.accuracy:.4f}")
+
+    atomic.write_json(
+        args.metrics,
+        {
+            "test_loss": result.loss,
+            "test_accuracy": result.accuracy,
+            "per_class_accuracy": per_class_accuracy(test.labels, result.predictions),
+        },
+    )
+    atomic.write_csv(args.confusion, ("actual", "predicted"), zip(test.labels.tolist(), result.predictions.tolist()))
+    atomic.write_json(args.log, {**runtime.describe(device), "evaluate_seconds": seconds})
+
+
+def per_class_accuracy(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, float]:
+    """Keys are the digits as strings, so JSON and ``dvc metrics diff`` show one row per digit."""
+    return {
+        str(digit): ((predictions == digit) & (labels == digit)).sum().item() / max((labels == digit).sum().item(), 1)
+        for digit in range(NUM_CLASSES)
+    }
+
+
+if __name__ == "__main__":
+    run_stage(main)

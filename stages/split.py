@@ -1,0 +1,34 @@
+"""Stage ``split``: decode the IDX files; seeded train/validation split; the test set kept apart.
+
+Writes ``train.pt``, ``valid.pt`` and ``test.pt`` (uint8 images, labels, and each image's index in
+its source file), so later stages never split again.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.core import data
+from stages.core.errors import run_stage
+from stages.core.params import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="folder with the IDX files")
+    parser.add_argument("--out", type=Path, default=Path("data/split"), help="folder for the subsets")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    train, valid = data.split_train_valid(
+        data.read_mnist(args.raw, "train"), params.split.train_size, params.split.valid_size, params.seed
+    )
+    test = data.read_mnist(args.raw, "t10k")
+    for name, subset in zip(data.SUBSETS, (train, valid, test)):
+        data.save_subset(subset, args.out / f"{name}.pt")
+        print(f"{name}: {len(subset):,} images")
+
+
+if __name__ == "__main__":
+    run_stage(main)
