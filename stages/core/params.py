@@ -94,8 +94,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     }
     optimizers = {name: _optimizer(name, section) for name, section in root.mapping("optimizers").items()}
     download, split, train, evaluate = (root.section(key) for key in ("download", "split", "train", "evaluate"))
-    device = root.string("device")
-    if not DEVICE_PATTERN.fullmatch(device):
+    device = root.get("device")
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         root.fail("device", device, f"choose one of: {DEVICE_CHOICES}")
     return Params(
         arch=root.choice("arch", architectures),

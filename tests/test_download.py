@@ -1,0 +1,120 @@
+"""The download stage against mirrors served on 127.0.0.1: fallback, verification, clear failure."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from stages.core import mirrors
+from stages.core.errors import PipelineError
+from stages.core.params import MNIST_FILES
+
+
+@pytest.fixture
+def serve():
+    """Serve a folder over HTTP on loopback; returns its base URL."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def damaged_copy(source: Path, target: Path, damage) -> Path:
+    target.mkdir()
+    for name in MNIST_FILES:
+        (target / f"{name}.gz").write_bytes(damage((source / f"{name}.gz").read_bytes()))
+    return target
+
+
+def test_good_mirror_gives_verified_decompressed_files(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    out = tmp_path / "raw"
+    mirrors.download_all(checksums, [serve(folder)], out)
+    assert sorted(path.name for path in out.iterdir()) == sorted(MNIST_FILES)
+    for name in MNIST_FILES:
+        assert mirrors.sha256((out / name).read_bytes()) == checksums[name]
+
+
+def test_a_different_gzip_wrapper_with_the_same_content_is_accepted(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    rewrapped = damaged_copy(folder, tmp_path / "rewrapped", lambda gz: gzip.compress(gzip.decompress(gz), 1))
+    mirrors.download_all(checksums, [serve(rewrapped)], tmp_path / "raw")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda gz: gzip.compress(gzip.decompress(gz)[:-1] + b"\x01"), id="wrong-content"),
+        pytest.param(lambda gz: gz[: len(gz) // 2], id="truncated"),
+        pytest.param(lambda gz: b"<html>not found</html>", id="not-gzip"),
+    ],
+)
+def test_bad_file_on_one_mirror_falls_through_to_the_next(serve, mirror, tmp_path, damage):
+    folder, checksums = mirror
+    bad = serve(damaged_copy(folder, tmp_path / "bad", damage))
+    mirrors.download_all(checksums, [bad, serve(folder)], tmp_path / "raw")
+    for name in MNIST_FILES:
+        assert mirrors.sha256((tmp_path / "raw" / name).read_bytes()) == checksums[name]
+
+
+def test_all_mirrors_failing_lists_every_url_and_reason_and_leaves_nothing(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    (tmp_path / "empty").mkdir()
+    empty = serve(tmp_path / "empty")
+    corrupt = serve(damaged_copy(folder, tmp_path / "corrupt", lambda gz: gz[:100]))
+    out = tmp_path / "raw"
+    with pytest.raises(PipelineError) as error:
+        mirrors.download_all(checksums, [empty, corrupt, "file:///nonexistent/mnist/"], out)
+    message = str(error.value)
+    assert f"{empty}train-images-idx3-ubyte.gz: HTTP 404" in message
+    assert f"{corrupt}train-images-idx3-ubyte.gz: not a complete gzip file" in message
+    assert "file:///nonexistent/mnist/train-images-idx3-ubyte.gz: unreachable" in message
+    assert "MNIST_MIRRORS=" in message
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_environment_mirrors_come_first_and_must_be_urls():
+    env = {"MNIST_MIRRORS": " file:///a/ , http://127.0.0.1:9/b"}
+    assert mirrors.mirrors_to_try(["https://default/"], env) == ["file:///a/", "http://127.0.0.1:9/b/", "https://default/"]
+    with pytest.raises(PipelineError, match="'/srv/mnist' is not a URL"):
+        mirrors.mirrors_to_try([], {"MNIST_MIRRORS": "/srv/mnist"})
+
+
+def test_verified_file_already_present_is_not_fetched_again(mirror, tmp_path, capsys):
+    folder, checksums = mirror
+    out = tmp_path / "raw"
+    mirrors.download_all(checksums, [folder.as_uri() + "/"], out)
+    mirrors.download_all(checksums, ["http://127.0.0.1:9/unreachable/"], out)
+    assert "already present and verified" in capsys.readouterr().out
+
+
+def test_download_stage_uses_mnist_mirrors_and_exits_2_with_one_error(project, tmp_path):
+    project.stage("download")
+    assert len(list((project.root / "data/raw").iterdir())) == 4
+    shutil.rmtree(project.root / "data/raw")
+    project.env["MNIST_MIRRORS"] = (tmp_path / "nowhere").as_uri()
+    result = project.stage("download", check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: could not fetch a verified train-images-idx3-ubyte")
+    assert "Traceback" not in result.stderr
+    assert not (project.root / "data/raw").exists()
