@@ -76,8 +76,8 @@ def evaluate(
         loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
         predictions.append(logits.argmax(dim=1))
     predicted = torch.cat(predictions)
-    accuracy = (predicted == labels).sum() / len(labels)
-    return Evaluation((loss_sum / len(labels)).item(), accuracy.item(), predicted.cpu())
+    correct = (predicted == labels).sum().item()
+    return Evaluation((loss_sum / len(labels)).item(), correct / len(labels), predicted.cpu())
 
 
 def fit(
