@@ -26,7 +26,7 @@ def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
 
 def write_mirror(folder: Path, train_count: int = 1000, test_count: int = 200) -> dict[str, str]:
     """Writes the four ``.gz`` files into ``folder``; returns the SHA-256 of each decompressed file,
-    in the shape of params.yaml's ``download.sha256``."""
+    keyed by file name."""
     folder.mkdir(parents=True, exist_ok=True)
     train_images, train_labels = synthetic_digits(train_count, seed=1)
     test_images, test_labels = synthetic_digits(test_count, seed=2)

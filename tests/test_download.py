@@ -41,7 +41,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def damaged_copy(source: Path, target: Path, damage) -> Path:
     target.mkdir()
-    for name in MNIST_FILES:
+    for name in MNIST_FILES.values():
         (target / f"{name}.gz").write_bytes(damage((source / f"{name}.gz").read_bytes()))
     return target
 
@@ -50,8 +50,8 @@ def test_good_mirror_gives_verified_decompressed_files(serve, mirror, tmp_path):
     folder, checksums = mirror
     out = tmp_path / "raw"
     mirrors.download_all(checksums, [serve(folder)], out)
-    assert sorted(path.name for path in out.iterdir()) == sorted(MNIST_FILES)
-    for name in MNIST_FILES:
+    assert sorted(path.name for path in out.iterdir()) == sorted(MNIST_FILES.values())
+    for name in MNIST_FILES.values():
         assert mirrors.sha256((out / name).read_bytes()) == checksums[name]
 
 
@@ -73,7 +73,7 @@ def test_bad_file_on_one_mirror_falls_through_to_the_next(serve, mirror, tmp_pat
     folder, checksums = mirror
     bad = serve(damaged_copy(folder, tmp_path / "bad", damage))
     mirrors.download_all(checksums, [bad, serve(folder)], tmp_path / "raw")
-    for name in MNIST_FILES:
+    for name in MNIST_FILES.values():
         assert mirrors.sha256((tmp_path / "raw" / name).read_bytes()) == checksums[name]
 
 

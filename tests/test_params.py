@@ -103,7 +103,7 @@ def test_counts_must_be_positive_integers(key, value):
 
 
 def test_checksums_must_be_sha256_hex():
-    assert "t10k-labels-idx1-ubyte" in error_for(with_changes(**{"download.sha256.t10k-labels-idx1-ubyte": "abc"}))
+    assert "mnist_sha256.test_labels = 'abc'" in error_for(with_changes(**{"mnist_sha256.test_labels": "abc"}))
 
 
 def test_missing_section_is_named():
@@ -119,3 +119,18 @@ def test_unreadable_file_is_one_line(tmp_path):
         load_params(path)
     with pytest.raises(PipelineError, match="not found"):
         load_params(tmp_path / "absent.yaml")
+
+
+def test_dvc_set_params_changes_only_the_lines_it_sets(tmp_path):
+    """params.yaml is written in the style DVC writes it, so ``-S`` gives a one-line diff."""
+    from dvc.utils.serialize import modify_yaml
+
+    copy_path = tmp_path / "params.yaml"
+    copy_path.write_text((ROOT / "params.yaml").read_text())
+    with modify_yaml(str(copy_path)) as raw:
+        raw["optimizer"] = "adam"
+        raw["architectures"]["mlp_20_sigmoid"]["hidden"] = [30]
+    before, after = (ROOT / "params.yaml").read_text().splitlines(), copy_path.read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    assert len(before) == len(after)
+    assert changed == [("optimizer: sgd", "optimizer: adam"), ("    - 20", "    - 30")]

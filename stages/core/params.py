@@ -20,12 +20,12 @@ from stages.core.errors import PipelineError
 from stages.core.models import ACTIVATIONS, Architecture
 from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer, hyperparameter_names
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 
@@ -34,6 +34,7 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 class DownloadParams:
     mirrors: tuple[str, ...]
     sha256: Mapping[str, str]
+    """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         name: _architecture(name, section) for name, section in root.mapping("architectures").items()
     }
     optimizers = {name: _optimizer(name, section) for name, section in root.mapping("optimizers").items()}
-    download, split, train, evaluate = (root.section(key) for key in ("download", "split", "train", "evaluate"))
+    split, train, evaluate = (root.section(key) for key in ("split", "train", "evaluate"))
     device = root.get("device")
     if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         root.fail("device", device, f"choose one of: {DEVICE_CHOICES}")
@@ -104,8 +105,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         device=device,
         threads=root.integer("threads", minimum=1),
         download=DownloadParams(
-            mirrors=tuple(download.string_list("mirrors")),
-            sha256=_checksums(download.section("sha256")),
+            mirrors=tuple(root.string_list("mnist_mirrors")),
+            sha256=_checksums(root.section("mnist_sha256")),
         ),
         split=SplitParams(
             train_size=split.integer("train_size", minimum=1),
@@ -147,11 +148,11 @@ def _optimizer(name: str, section: _Section) -> OptimizerSpec:
 def _checksums(section: _Section) -> dict[str, str]:
     section.reject_unknown(set(MNIST_FILES))
     checksums = {}
-    for name in MNIST_FILES:
-        value = section.string(name).lower()
+    for key, file_name in MNIST_FILES.items():
+        value = section.string(key).lower()
         if not re.fullmatch(r"[0-9a-f]{64}", value):
-            section.fail(name, value, "expected a SHA-256 as 64 hex digits")
-        checksums[name] = value
+            section.fail(key, value, "expected a SHA-256 as 64 hex digits")
+        checksums[file_name] = value
     return checksums
 
 
