@@ -74,6 +74,10 @@ def test_experiment_with_another_optimizer_is_compared_by_dvc(reproduced):
     assert diff["metrics/evaluate.json"]["test_loss"]["new"] != diff["metrics/evaluate.json"]["test_loss"]["old"]
     assert "logs/train.json" not in diff  # timings and environment are not compared
 
+    plots = json.loads(reproduced.run("dvc", "plots", "diff", "HEAD", "--json").stdout)["data"]
+    assert {"Loss", "Validation accuracy", "Confusion matrix (test set)"} <= set(plots)
+    assert set(plots["Loss"][0]["revisions"]) == {"workspace", "HEAD"}
+
     reproduced.run("dvc", "exp", "run", "-S", "optimizer=sgd")
     assert results(reproduced) == baseline
 
