@@ -44,8 +44,8 @@ class Prediction:
 
     def line(self) -> str:
         truth = "" if self.label is None else f" (true {self.label})"
-        top = "  ".join(f"{entry['digit']}: {entry['probability']:6.1%}" for entry in self.top)
-        return f"{self.input}: {self.digit}{truth}    top {TOP}: {top}"
+        top = ", ".join(f"{entry['digit']} {entry['probability']:.1%}" for entry in self.top)
+        return f"{self.input}: {self.digit}{truth}   top {TOP}: {top}"
 
 
 def main() -> None:

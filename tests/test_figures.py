@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -45,3 +47,9 @@ def test_the_most_confident_mistakes_come_first_and_ties_go_to_the_earlier_image
     predictions = torch.tensor([1, 0, 0, 0, 0])
     confidences = torch.tensor([0.99, 0.6, 0.9, 0.6, 0.7])
     assert most_confident_mistakes(labels, predictions, confidences, count=3) == [2, 4, 1]
+
+
+def test_dvc_plots_show_renders_every_figure_as_an_image(trained_project):
+    result = trained_project.run("dvc", "plots", "show", "--json")
+    plots = json.loads(result.stdout)["data"]
+    assert all([entry["type"] for entry in plots[path]] == ["image"] for path in FIGURES)
