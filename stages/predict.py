@@ -31,7 +31,7 @@ TOP = 3
 class Prediction:
     input: str
     digit: int
-    top: list[dict[str, float]]
+    top: list[dict[str, int | float]]
     """The most probable digits, most probable first, as ``{"digit": d, "probability": p}``."""
     label: int | None = None
     """The true digit, where the input is a test-set image."""
@@ -80,7 +80,9 @@ def main() -> None:
 def test_set_image(test: data.Subset, index: int) -> tuple[torch.Tensor, int]:
     """The image and its true label; an index outside the test set is the user's to fix."""
     if not 0 <= index < len(test):
-        raise PipelineError(f"--index {index} is out of range: the test set has {len(test):,} images (0 to {len(test) - 1})")
+        raise PipelineError(
+            f"--index {index} is out of range: the test set has {len(test):,} images (0 to {len(test) - 1})"
+        )
     return test.images[index], test.labels[index].item()
 
 
