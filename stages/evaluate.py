@@ -1,7 +1,7 @@
 """Stage ``evaluate``: the trained model on the official test set, the only place it is used.
 
-Writes test loss, accuracy and per-class accuracy, and one ``actual,predicted`` row per test
-image for DVC's confusion-matrix template.
+Writes test loss, accuracy and per-class accuracy, one ``actual,predicted`` row per test image for
+DVC's confusion-matrix template, and figures of the confusion matrix and of the predictions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from stages.core import atomic, data, runtime
+from stages.core import atomic, data, figures, runtime
 from stages.core.errors import run_stage
 from stages.core.models import NUM_CLASSES, load_model
 from stages.core.params import load_params
@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--confusion", type=Path, default=Path("plots/confusion.csv"))
+    parser.add_argument("--confusion-figure", type=Path, default=Path("plots/confusion.png"))
+    parser.add_argument("--predictions-figure", type=Path, default=Path("plots/predictions.png"))
     parser.add_argument("--log", type=Path, default=Path("logs/evaluate.json"), help="environment and timings")
     args = parser.parse_args()
 
@@ -50,6 +52,11 @@ def main() -> None:
         },
     )
     atomic.write_csv(args.confusion, ("actual", "predicted"), zip(test.labels.tolist(), result.predictions.tolist()))
+    figures.write_png(args.confusion_figure, figures.confusion_figure(test.labels, result.predictions))
+    figures.write_png(
+        args.predictions_figure,
+        figures.predictions_figure(test.images, test.labels, result.predictions, result.confidences),
+    )
     atomic.write_json(args.log, {**runtime.describe(device), "evaluate_seconds": seconds})
 
 

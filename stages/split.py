@@ -1,7 +1,7 @@
 """Stage ``split``: decode the IDX files; seeded train/validation split; the test set kept apart.
 
 Writes ``train.pt``, ``valid.pt`` and ``test.pt`` (uint8 images, labels, and each image's index in
-its source file), so later stages never split again.
+its source file), so later stages never split again, and a figure of the first training images.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.core import data
+from stages.core import data, figures
 from stages.core.errors import run_stage
 from stages.core.params import load_params
 
@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="folder with the IDX files")
     parser.add_argument("--out", type=Path, default=Path("data/split"), help="folder for the subsets")
+    parser.add_argument("--samples", type=Path, default=Path("plots/samples.png"), help="figure of training images")
     args = parser.parse_args()
     params = load_params(args.params)
     train, valid = data.split_train_valid(
@@ -28,6 +29,7 @@ def main() -> None:
     for name, subset in zip(data.SUBSETS, (train, valid, test)):
         data.save_subset(subset, args.out / f"{name}.pt")
         print(f"{name}: {len(subset):,} images")
+    figures.write_png(args.samples, figures.samples_figure(train.images, train.labels))
 
 
 if __name__ == "__main__":

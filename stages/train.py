@@ -1,7 +1,8 @@
 """Stage ``train``: the configured architecture and optimizer on the training split.
 
-Prints the tutorial's line each epoch and writes the model's state dict, the per-epoch curves,
-the metrics of the run, and (apart from the metrics) the environment and timings.
+Prints the model's summary and the tutorial's line each epoch, and writes the model's state dict,
+its summary, the per-epoch curves (as data and as a figure), the metrics of the run, and (apart
+from the metrics) the environment and timings.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from stages.core import atomic, data, runtime
+from stages.core import atomic, data, figures, runtime
 from stages.core.errors import run_stage
-from stages.core.models import build_model, count_parameters
+from stages.core.models import build_model, count_parameters, summary_table
 from stages.core.optimizers import build_optimizer
 from stages.core.params import load_params
 from stages.core.training import EpochResult, fit
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     parser.add_argument("--curves", type=Path, default=Path("plots/loss.csv"))
+    parser.add_argument("--curves-figure", type=Path, default=Path("plots/curves.png"))
+    parser.add_argument("--summary", type=Path, default=Path("models/summary.txt"), help="layers and parameters")
     parser.add_argument("--log", type=Path, default=Path("logs/train.json"), help="environment and timings")
     args = parser.parse_args()
 
@@ -36,6 +39,8 @@ def main() -> None:
     model = build_model(params.architecture).to(device)
     optimizer = build_optimizer(params.optimizer_spec, model.parameters())
     num_params = count_parameters(model)
+    summary = summary_table(model)
+    print(summary, end="")
     print(f"{params.arch}: {num_params:,} parameters; optimizer {params.optimizer}; device {device}")
 
     started = time.perf_counter()
@@ -52,7 +57,9 @@ def main() -> None:
     seconds = time.perf_counter() - started
 
     atomic.save_torch(args.model, model.state_dict())
+    atomic.write_text(args.summary, summary)
     atomic.write_csv(args.curves, CURVE_COLUMNS, ([getattr(r, c) for c in CURVE_COLUMNS] for r in history))
+    figures.write_png(args.curves_figure, figures.curves_figure(history))
     atomic.write_json(args.metrics, train_metrics(history, num_params))
     atomic.write_json(
         args.log,

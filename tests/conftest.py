@@ -51,8 +51,21 @@ def project_env(mirror_folder: Path) -> dict[str, str]:
 @pytest.fixture
 def project(tmp_path, mirror) -> "Project":
     """A fresh git repository holding the project's pipeline with small params, committed."""
+    return make_project(tmp_path / "repo", mirror)
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory, mirror) -> "Project":
+    """One project with every stage run by hand, shared by the tests that only read its outputs
+    or run commands that change nothing: training once keeps the suite fast."""
+    project = make_project(tmp_path_factory.mktemp("trained") / "repo", mirror)
+    for stage in ("download", "split", "train", "evaluate"):
+        project.stage(stage)
+    return project
+
+
+def make_project(repo: Path, mirror: tuple[Path, dict[str, str]]) -> "Project":
     folder, checksums = mirror
-    repo = tmp_path / "repo"
     for name in PROJECT_FILES:
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,53 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+@dataclass(frozen=True)
+class LayerSummary:
+    name: str
+    """Class name and 1-based position, as torchsummary names layers: ``Linear-2``."""
+    output_shape: tuple[int, ...]
+    num_params: int
+
+
+@torch.inference_mode()
+def summarize(model: nn.Sequential) -> list[LayerSummary]:
+    """Each layer's output shape, found by passing one dummy image through the layers in turn."""
+    device = next(model.parameters()).device
+    activations = torch.zeros(1, INPUT_FEATURES, device=device)
+    layers = []
+    for position, layer in enumerate(model, start=1):
+        activations = layer(activations)
+        layers.append(
+            LayerSummary(f"{type(layer).__name__}-{position}", tuple(activations.shape[1:]), count_parameters(layer))
+        )
+    return layers
+
+
+def summary_table(model: nn.Sequential) -> str:
+    """torchsummary's table (batch dimension shown as -1), so the tutorial's output can be compared."""
+    rule, double = "-" * 64, "=" * 64
+    header = f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}"
+    body = [
+        f"{layer.name:>20}  {str([-1, *layer.output_shape]):>25} {layer.num_params:>15,}" for layer in summarize(model)
+    ]
+    total = count_parameters(model)
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    return "\n".join(
+        [
+            rule,
+            header,
+            double,
+            *body,
+            double,
+            f"Total params: {total:,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {total - trainable:,}",
+            rule,
+            "",
+        ]
+    )
+
+
 def load_model(path: Path, architecture: Architecture, device: torch.device) -> nn.Sequential:
     """The state dict that ``train`` saved, loaded without unpickling code, into ``architecture``."""
     try:

@@ -23,6 +23,8 @@ class Evaluation:
     accuracy: float
     predictions: torch.Tensor
     """The predicted class of every image, in input order (on the CPU)."""
+    confidences: torch.Tensor
+    """The softmax probability of each predicted class, in input order (on the CPU)."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,17 @@ def evaluate(
     """Mean cross-entropy and accuracy over all images, in large batches."""
     model.eval()
     loss_sum = torch.zeros((), device=features.device)
-    predictions = []
+    predictions, confidences = [], []
     for start in range(0, len(labels), batch_size):
         logits = model(features[start : start + batch_size])
         loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
         predictions.append(logits.argmax(dim=1))
+        confidences.append(logits.softmax(dim=1).amax(dim=1))
     predicted = torch.cat(predictions)
     correct = (predicted == labels).sum().item()
-    return Evaluation((loss_sum / len(labels)).item(), correct / len(labels), predicted.cpu())
+    return Evaluation(
+        (loss_sum / len(labels)).item(), correct / len(labels), predicted.cpu(), torch.cat(confidences).cpu()
+    )
 
 
 def fit(
@@ -102,3 +107,10 @@ def fit(
         on_epoch(result)
         history.append(result)
     return history
+
+
+@torch.inference_mode()
+def probabilities(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Each input's softmax over the classes (on the CPU): what a user of the model wants to see."""
+    model.eval()
+    return model(features).softmax(dim=1).cpu()

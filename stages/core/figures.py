@@ -1,0 +1,138 @@
+"""The pipeline's figures, as pure functions: tensors in, a matplotlib ``Figure`` out, PNG bytes last.
+
+Figures are built without pyplot, so no global state and no display is involved (headless by
+construction), and ``png_bytes`` fixes the size, dpi and metadata, so a rerun gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from stages.core import atomic
+from stages.core.models import NUM_CLASSES
+from stages.core.training import EpochResult
+
+DPI = 100
+SAMPLES = 16
+SHOWN_PREDICTIONS = 24
+SHOWN_MISTAKES = 8
+GRID_COLUMNS = 8
+WRONG, RIGHT = "tab:red", "black"
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """No ``Software`` entry (it names the matplotlib version), and no ``bbox_inches="tight"``
+    (it would make the pixel size depend on the text), so the bytes depend on the data alone."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, figure: Figure) -> None:
+    """The one place a figure meets the disk: reproducible bytes, replaced in one rename."""
+    atomic.write_bytes(path, png_bytes(figure))
+
+
+def samples_figure(images: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """The first 16 images with their labels, as the tutorial looks at its data first."""
+    figure = Figure(figsize=(6, 6.5), layout="constrained")
+    figure.suptitle("First 16 training images")
+    _image_grid(figure, images[:SAMPLES], [str(label) for label in labels[:SAMPLES].tolist()], [RIGHT] * SAMPLES, 4)
+    return figure
+
+
+def curves_figure(history: Sequence[EpochResult]) -> Figure:
+    """Losses on one axis, validation accuracy on another: they have different scales."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss, accuracy = figure.subplots(1, 2)
+    epochs = [result.epoch for result in history]
+    loss.plot(epochs, [result.train_loss for result in history], marker="o", label="train")
+    loss.plot(epochs, [result.valid_loss for result in history], marker="o", label="validation")
+    loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
+    loss.legend()
+    accuracy.plot(epochs, [result.valid_accuracy for result in history], marker="o", color="tab:green")
+    accuracy.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    for axes in (loss, accuracy):
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    """Counts ``[actual, predicted]``."""
+    pairs = labels.long() * NUM_CLASSES + predictions.long()
+    return torch.bincount(pairs, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def confusion_figure(labels: torch.Tensor, predictions: torch.Tensor) -> Figure:
+    """A heatmap with the count written in every cell, since colour alone hides the few mistakes
+    beside the large diagonal."""
+    counts = confusion_matrix(labels, predictions)
+    figure = Figure(figsize=(7, 6), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(counts.numpy(), cmap="Blues")
+    figure.colorbar(image, ax=axes, label="images")
+    threshold = counts.max().item() / 2
+    for actual in range(NUM_CLASSES):
+        for predicted in range(NUM_CLASSES):
+            count = counts[actual, predicted].item()
+            colour = "white" if count > threshold else "black"
+            axes.text(predicted, actual, str(count), ha="center", va="center", fontsize=8, color=colour)
+    digits = range(NUM_CLASSES)
+    axes.set(xticks=digits, yticks=digits, xlabel="predicted", ylabel="actual")
+    axes.set_title(f"Test set: {(counts.trace() / counts.sum()).item():.2%} correct")
+    return figure
+
+
+def predictions_figure(
+    images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, confidences: torch.Tensor
+) -> Figure:
+    """The first test images with predicted and true label (mistakes in red), then the mistakes the
+    model was surest of: where it is confidently wrong is what most deserves a look."""
+    figure = Figure(figsize=(10, 7), layout="constrained")
+    first, worst = figure.subfigures(2, 1, height_ratios=(3, 1.25))
+    first.suptitle(f"First {SHOWN_PREDICTIONS} test images: predicted (true); red = misclassified")
+    shown = range(min(SHOWN_PREDICTIONS, len(labels)))
+    _image_grid(
+        first,
+        images[: len(shown)],
+        [f"{predictions[i].item()} ({labels[i].item()})" for i in shown],
+        [WRONG if predictions[i] != labels[i] else RIGHT for i in shown],
+        GRID_COLUMNS,
+    )
+    mistakes = most_confident_mistakes(labels, predictions, confidences)
+    worst.suptitle("Most confident mistakes: predicted (true), confidence" if mistakes else "No mistakes")
+    if mistakes:
+        _image_grid(
+            worst,
+            images[mistakes],
+            [f"{predictions[i].item()} ({labels[i].item()}) {confidences[i].item():.0%}" for i in mistakes],
+            [WRONG] * len(mistakes),
+            GRID_COLUMNS,
+        )
+    return figure
+
+
+def most_confident_mistakes(
+    labels: torch.Tensor, predictions: torch.Tensor, confidences: torch.Tensor, count: int = SHOWN_MISTAKES
+) -> list[int]:
+    """Indices of misclassified images, surest first; ties go to the earlier image."""
+    wrong = (predictions != labels).nonzero().flatten().tolist()
+    return sorted(wrong, key=lambda index: (-confidences[index].item(), index))[:count]
+
+
+def _image_grid(
+    figure: Figure, images: torch.Tensor, titles: Sequence[str], colours: Sequence[str], columns: int
+) -> None:
+    """Images as MNIST shows them (white ink on black), one title each, in rows of ``columns``."""
+    rows = -(-len(images) // columns)
+    for index, axes in enumerate(figure.subplots(rows, columns, squeeze=False).flat):
+        axes.set_axis_off()
+        if index < len(images):
+            axes.imshow(images[index].numpy(), cmap="gray", vmin=0, vmax=255)
+            axes.set_title(titles[index], fontsize=9, color=colours[index])

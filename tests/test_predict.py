@@ -1,0 +1,55 @@
+"""``python -m stages.predict``: the trained model on image files and on test-set images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.synthetic import synthetic_digits
+
+
+def write_photo(path, image: np.ndarray, invert: bool = False) -> None:
+    """A synthetic digit as a user's photo might be: 100x80, off centre, maybe dark on light."""
+    canvas = Image.new("L", (100, 80))
+    canvas.paste(Image.fromarray(image).resize((56, 56), Image.Resampling.BILINEAR), (38, 10))
+    Image.fromarray(255 - np.asarray(canvas) if invert else np.asarray(canvas)).save(path)
+
+
+def test_image_files_and_test_images_are_classified(trained_project, tmp_path):
+    images, labels = synthetic_digits(10, seed=7)
+    files = []
+    for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
+        files.append((tmp_path / f"digit{index}.{'jpg' if index % 2 else 'png'}", label))
+        write_photo(files[-1][0], image, invert=index % 3 == 0)
+    result = trained_project.stage("predict", *(str(path) for path, _ in files), "--index", "2", "--json")
+    predictions = json.loads(result.stdout)
+    assert [p["digit"] for p in predictions[:-1]] == [label for _, label in files]
+    test_image = predictions[-1]
+    assert test_image["input"] == "test[2]" and test_image["digit"] == test_image["label"]
+    assert [len(p["top"]) for p in predictions] == [3] * 11
+    assert all(p["top"][0]["probability"] >= p["top"][1]["probability"] for p in predictions)
+
+
+def test_a_test_image_prints_its_prediction_truth_and_top_three(trained_project):
+    line = trained_project.stage("predict", "--index", "2").stdout.strip()
+    assert line.startswith("test[2]: ") and "(true " in line and line.count("%") == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["missing.png"], "missing.png not found"),
+        (["params.yaml"], "params.yaml is not an image"),
+        (["--index", "200"], "--index 200 is out of range"),
+        (["--index", "-1"], "--index -1 is out of range"),
+        (["--index", "0", "--model", "models/none.pt"], "models/none.pt not found: train a model first"),
+    ],
+)
+def test_a_bad_input_or_no_model_is_one_line_naming_it(trained_project, args, named):
+    result = trained_project.stage("predict", *args, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and named in result.stderr
+    assert result.stderr.count("\n") == 1

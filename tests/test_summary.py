@@ -1,0 +1,47 @@
+"""The model summary: torchsummary's table of layers, output shapes and parameter counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from stages.core.models import build_model, summarize, summary_table
+from stages.core.params import load_params
+from tests.conftest import ROOT
+
+ARCHITECTURES = load_params(ROOT / "params.yaml").architectures
+
+
+@pytest.mark.parametrize(
+    ("arch", "rows", "total"),
+    [
+        (
+            "mlp_20_sigmoid",
+            [("Flatten-1", (784,), 0), ("Linear-2", (20,), 15_700), ("Sigmoid-3", (20,), 0), ("Linear-4", (10,), 210)],
+            "15,910",
+        ),
+        (
+            "mlp_128_64_relu",
+            [
+                ("Flatten-1", (784,), 0),
+                ("Linear-2", (128,), 100_480),
+                ("ReLU-3", (128,), 0),
+                ("Linear-4", (64,), 8_256),
+                ("ReLU-5", (64,), 0),
+                ("Linear-6", (10,), 650),
+            ],
+            "109,386",
+        ),
+    ],
+)
+def test_the_summary_lists_every_layer_and_the_tutorials_total(arch, rows, total):
+    model = build_model(ARCHITECTURES[arch])
+    assert [(layer.name, layer.output_shape, layer.num_params) for layer in summarize(model)] == rows
+    table = summary_table(model)
+    assert f"Total params: {total}" in table
+    assert "Linear-2" in table and "[-1, 10]" in table
+
+
+def test_the_train_stage_writes_the_summary_of_the_model_it_trained(trained_project):
+    summary = trained_project.read("models/summary.txt")
+    assert summary == summary_table(build_model(ARCHITECTURES[trained_project.params()["arch"]]))
+    assert "Total params: 109,386" in summary
