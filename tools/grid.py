@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.params import Params
-from tools.report import parse_curves
+from tools.report import HEADLINE_METRICS, parse_curves
 
 RUN_FILES = ("train.json", "evaluate.json", "train-log.json", "loss.csv")
 
@@ -50,12 +50,9 @@ def read_run(runs: Path, cell: Cell) -> Run:
     try:
         train, evaluate, log = (json.loads((folder / name).read_text()) for name in RUN_FILES[:3])
         curves = parse_curves((folder / "loss.csv").read_text())
+        figures = {**train, **evaluate}
         metrics = {
-            "test_accuracy": evaluate["test_accuracy"],
-            "test_loss": evaluate["test_loss"],
-            "best_valid_accuracy": train["best_valid_accuracy"],
-            "best_epoch": train["best_epoch"],
-            "num_params": train["num_params"],
+            **{name: figures[name] for name in HEADLINE_METRICS},
             "seconds_per_epoch": log["seconds_per_epoch"],
         }
     except (OSError, ValueError, KeyError) as error:

@@ -15,9 +15,9 @@ from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_params
 from tools.grid import Run, cells, read_run
-from tools.report import markdown_table, plot_curves
+from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
 
-COLUMNS = ("test_accuracy", "test_loss", "best_valid_accuracy", "best_epoch", "num_params", "seconds_per_epoch")
+COLUMNS = (*HEADLINE_METRICS, "seconds_per_epoch")
 
 
 def main() -> None:

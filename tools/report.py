@@ -18,6 +18,9 @@ from stages.core import atomic  # noqa: E402
 Curves = Mapping[str, Sequence[float]]
 """One column of ``loss.csv`` (epoch, train_loss, valid_loss, valid_accuracy) per key."""
 
+HEADLINE_METRICS = ("test_accuracy", "test_loss", "best_valid_accuracy", "best_epoch", "num_params")
+"""From metrics/evaluate.json and metrics/train.json: the columns every comparison shows."""
+
 CURVE_LABELS = {
     "train_loss": "training loss",
     "valid_loss": "validation loss",
