@@ -19,7 +19,8 @@ def trained(project):
 def test_compare_reports_experiments_and_failures(trained):
     trained.run("dvc", "exp", "run", "--queue", "-n", "with-adam", "-S", "optimizer=adam")
     # capturable Adam passes validation but fails at the first step on a CPU.
-    trained.run("dvc", "exp", "run", "--queue", "-n", "broken", "-S", "+optimizers.adam.capturable=true", "-S", "optimizer=adam")
+    broken = ("-S", "+optimizers.adam.capturable=true", "-S", "optimizer=adam")
+    trained.run("dvc", "exp", "run", "--queue", "-n", "broken", *broken)
     trained.run("dvc", "exp", "run", "--run-all")  # exits 0 although "broken" failed
 
     result = trained.run("python", "-m", "tools.compare")

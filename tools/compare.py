@@ -119,10 +119,11 @@ def differing_params(experiments: Sequence[Experiment]) -> list[str]:
 
 def comparison_markdown(experiments: Sequence[Experiment]) -> str:
     params = differing_params(experiments)
+    blank = [None] * (len(params) + len(HEADLINE_METRICS))
     rows = [
-        [exp.name, exp.rev[:7], "ok", *(exp.params.get(key) for key in params), *(exp.metrics.get(m) for m in HEADLINE_METRICS)]
+        [exp.name, exp.rev[:7], "ok", *(exp.params.get(key) for key in params), *map(exp.metrics.get, HEADLINE_METRICS)]
         if exp.error is None
-        else [exp.name, exp.rev[:7], f"**FAILED**: {exp.error}", *([None] * (len(params) + len(HEADLINE_METRICS)))]
+        else [exp.name, exp.rev[:7], f"**FAILED**: {exp.error}", *blank]
         for exp in experiments
     ]
     return markdown_table(("experiment", "rev", "status", *params, *HEADLINE_METRICS), rows)
