@@ -22,6 +22,7 @@ from stages.core.training import evaluate
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--arch", help="instead of params.yaml's arch (the grid runs each entry)")
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=Path("logs/evaluate.json"), help="environment and timings")
     args = parser.parse_args()
 
-    params = load_params(args.params)
+    params = load_params(args.params, arch=args.arch)
     device = runtime.configure(params.seed, params.threads, params.device)
     model = load_model(args.model, params.architecture, device)
     test = data.load_subset(args.split / "test.pt")

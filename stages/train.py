@@ -24,6 +24,8 @@ CURVE_COLUMNS = ("epoch", "train_loss", "valid_loss", "valid_accuracy")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--arch", help="instead of params.yaml's arch (the grid runs each entry)")
+    parser.add_argument("--optimizer", help="instead of params.yaml's optimizer (the grid runs each entry)")
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
@@ -33,7 +35,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=Path("logs/train.json"), help="environment and timings")
     args = parser.parse_args()
 
-    params = load_params(args.params)
+    params = load_params(args.params, arch=args.arch, optimizer=args.optimizer)
     device = runtime.configure(params.seed, params.threads, params.device)
     train, valid = (data.load_subset(args.split / f"{name}.pt") for name in ("train", "valid"))
     model = build_model(params.architecture).to(device)

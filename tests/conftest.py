@@ -15,7 +15,16 @@ from stages.core.params import MNIST_FILES
 from tests.synthetic import write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", ".dvc/config", ".dvcignore", ".gitignore")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "tools",
+    "grid/dvc.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,9 @@ class Params:
         return self.optimizers[self.optimizer]
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", **choices: str | None) -> Params:
+    """``choices`` (``arch=``, ``optimizer=``) replace those keys before validation, so a stage run
+    for one cell of the grid is checked exactly as params.yaml is; ``None`` keeps the file's value."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -85,6 +87,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise PipelineError(f"{path} not found: run from the project root or pass --params") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if isinstance(raw, dict):
+        raw.update({key: value for key, value in choices.items() if value is not None})
     return parse_params(raw, source=str(path))
 
 

@@ -1,0 +1,68 @@
+"""Shared output formats: markdown tables and overlaid training-curve figures with stable bytes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from stages.core import atomic  # noqa: E402
+
+Curves = Mapping[str, Sequence[float]]
+"""One column of ``loss.csv`` (epoch, train_loss, valid_loss, valid_accuracy) per key."""
+
+HEADLINE_METRICS = ("test_accuracy", "test_loss", "best_valid_accuracy", "best_epoch", "num_params")
+"""From metrics/evaluate.json and metrics/train.json: the columns every comparison shows."""
+
+CURVE_LABELS = {
+    "train_loss": "training loss",
+    "valid_loss": "validation loss",
+    "valid_accuracy": "validation accuracy",
+}
+
+
+def parse_curves(text: str) -> dict[str, list[float]]:
+    """``loss.csv`` as columns; the header names them, so a column added later is kept."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if not rows:
+        raise ValueError("no epochs")
+    return {column: [float(row[column]) for row in rows] for column in rows[0]}
+
+
+def cell(value: Any) -> str:
+    """Accuracies and losses to 4 decimals, counts with thousands separators, absent as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value).replace("|", "\\|")
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = [header, ["---"] * len(header), *([cell(value) for value in row] for row in rows)]
+    return "".join(f"| {' | '.join(map(str, line))} |\n" for line in lines)
+
+
+def plot_curves(path: str | os.PathLike, curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> None:
+    """One panel per column, one line per run, x = epoch. Written without the matplotlib version
+    in the metadata, so the same curves give the same bytes."""
+    figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.5), squeeze=False)
+    for axis, column in zip(axes[0], columns):
+        for label, run in curves.items():
+            axis.plot(run["epoch"], run[column], marker=".", label=label)
+        axis.set(xlabel="epoch", ylabel=CURVE_LABELS.get(column, column), title=CURVE_LABELS.get(column, column))
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize="small", loc="best")
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    plt.close(figure)
+    atomic.write_bytes(path, buffer.getvalue())
