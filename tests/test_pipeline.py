@@ -43,7 +43,7 @@ def test_repro_learns_and_writes_every_declared_result(reproduced):
 
     log = json.loads(reproduced.read("logs/train.json"))
     assert {"torch", "device", "threads", "seconds_per_epoch"} <= set(log) and log["threads"] == 1
-    status = reproduced.run("dvc", "status").stdout
+    status = reproduced.run("dvc", "status", "dvc.yaml").stdout
     assert "up to date" in status
 
 
