@@ -1,0 +1,73 @@
+"""The fast path against the tutorial's per-image loop (benchmarks.reference): bitwise the same
+weights for the same order, and the same validation figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import reference
+from stages.core import data, runtime
+from stages.core.models import Architecture, build_model
+from stages.core.optimizers import OptimizerSpec, build_optimizer
+from stages.core.training import evaluate, train_epoch
+from tests.synthetic import synthetic_digits
+
+CPU = torch.device("cpu")
+ARCHITECTURES = (
+    Architecture("mlp_20_sigmoid", (20,), "sigmoid"),
+    Architecture("mlp_128_64_relu", (128, 64), "relu"),
+)
+OPTIMIZERS = (
+    OptimizerSpec("sgd", "sgd", {"lr": 0.1}),
+    OptimizerSpec("momentum", "sgd", {"lr": 0.01, "momentum": 0.9}),
+    OptimizerSpec("adam", "adam", {"lr": 0.001}),
+)
+BATCH_SIZE = 100
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = synthetic_digits(600, seed=3)
+    return images, labels.long()
+
+
+def twin_models(architecture: Architecture, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    runtime.configure(seed, threads=1, device="cpu")
+    fast = build_model(architecture)
+    slow = build_model(architecture)
+    slow.load_state_dict(fast.state_dict())
+    return fast, slow
+
+
+@pytest.mark.parametrize("spec", OPTIMIZERS, ids=lambda spec: spec.name)
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
+def test_fast_epochs_give_bitwise_the_reference_weights(digits, architecture, spec):
+    images, labels = digits
+    fast, slow = twin_models(architecture)
+    fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
+    dataset = reference.PerImageDataset(images, labels)
+    features = data.as_features(images, CPU)
+    shuffle = torch.Generator().manual_seed(7)
+    for _ in range(2):
+        order = torch.randperm(len(labels), generator=shuffle)
+        fast_loss = train_epoch(fast, fast_optimizer, features, labels, BATCH_SIZE, order)
+        slow_loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, order), CPU)
+        assert fast_loss == pytest.approx(slow_loss, abs=1e-6)
+    for (name, fast_parameter), slow_parameter in zip(fast.named_parameters(), slow.parameters()):
+        assert torch.equal(fast_parameter, slow_parameter), name
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
+def test_fast_evaluation_matches_the_reference(digits, architecture):
+    images, labels = digits
+    model, _ = twin_models(architecture)
+    features = data.as_features(images, CPU)
+    optimizer = build_optimizer(OPTIMIZERS[0], model.parameters())
+    train_epoch(model, optimizer, features, labels, 10, torch.arange(len(labels)))  # past chance
+    fast = evaluate(model, features, labels)
+    dataset = reference.PerImageDataset(images, labels)
+    loss, accuracy = reference.evaluate(model, reference.loader(dataset, BATCH_SIZE), CPU)
+    assert accuracy > 0.5  # a trained model: predictions of every class, not one
+    assert fast.accuracy == torch.tensor(accuracy, dtype=torch.float32).item()  # fast's is float32
+    assert fast.loss == pytest.approx(loss, abs=1e-6)
