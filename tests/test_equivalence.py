@@ -10,7 +10,7 @@ from benchmarks import reference
 from stages.core import data, runtime
 from stages.core.models import Architecture, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
-from stages.core.training import evaluate, train_epoch
+from stages.core.training import evaluate, fit, train_epoch
 from tests.synthetic import synthetic_digits
 
 CPU = torch.device("cpu")
@@ -24,6 +24,8 @@ OPTIMIZERS = (
     OptimizerSpec("adam", "adam", {"lr": 0.001}),
 )
 BATCH_SIZE = 100
+EPOCHS = 2
+SEED = 7
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +44,19 @@ def twin_models(architecture: Architecture, seed: int = 0) -> tuple[torch.nn.Mod
 
 @pytest.mark.parametrize("spec", OPTIMIZERS, ids=lambda spec: spec.name)
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
-def test_fast_epochs_give_bitwise_the_reference_weights(digits, architecture, spec):
+def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
+    """``fit`` against the tutorial loop fed fit's own orders: a seeded permutation per epoch."""
     images, labels = digits
     fast, slow = twin_models(architecture)
     fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
-    dataset = reference.PerImageDataset(images, labels)
     features = data.as_features(images, CPU)
-    shuffle = torch.Generator().manual_seed(7)
-    for _ in range(2):
+    history = fit(fast, fast_optimizer, (features, labels), (features, labels), EPOCHS, BATCH_SIZE, SEED)
+    dataset = reference.PerImageDataset(images, labels)
+    shuffle = torch.Generator().manual_seed(SEED)
+    for result in history:
         order = torch.randperm(len(labels), generator=shuffle)
-        fast_loss = train_epoch(fast, fast_optimizer, features, labels, BATCH_SIZE, order)
-        slow_loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, order), CPU)
-        assert fast_loss == pytest.approx(slow_loss, abs=1e-6)
+        loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, order), CPU)
+        assert result.train_loss == pytest.approx(loss, abs=1e-6)
     for (name, fast_parameter), slow_parameter in zip(fast.named_parameters(), slow.parameters()):
         assert torch.equal(fast_parameter, slow_parameter), name
 

@@ -1,0 +1,89 @@
+"""What the benchmarks share: their data arguments, loading the split, and alternating timings."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from stages.core import data, mirrors, runtime
+from stages.core.params import Params, load_params
+from tests.synthetic import synthetic_digits
+
+
+def data_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes: which data, how much, on what, how many times."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("synthetic", "real"), default="real")
+    parser.add_argument(
+        "--raw", type=Path, default=Path("data/raw"), help="the four IDX files, or a mirror folder of their .gz files"
+    )
+    parser.add_argument("--params", default="params.yaml", help="architectures, optimizers and seed from here")
+    parser.add_argument("--train-size", type=int, default=50_000)
+    parser.add_argument("--valid-size", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each variant, alternating")
+    return parser
+
+
+def setup(args: argparse.Namespace) -> tuple[Params, torch.device, data.Subset, data.Subset]:
+    """Configures torch as a stage does, and returns the params and the train/validation split."""
+    params = load_params(args.params)
+    device = runtime.configure(params.seed, args.threads, args.device)
+    full = synthetic_full(args.train_size + args.valid_size, params.seed) if args.data == "synthetic" else real_full(args.raw, params)
+    train, valid = data.split_train_valid(full, args.train_size, args.valid_size, params.seed)
+    return params, device, train, valid
+
+
+def synthetic_full(count: int, seed: int) -> data.Subset:
+    images, labels = synthetic_digits(count, seed)
+    return data.Subset(images, labels.long(), torch.arange(count))
+
+
+def real_full(raw: Path, params: Params) -> data.Subset:
+    """MNIST's training set from decompressed IDX files, or from ``.gz`` files fetched and verified
+    as the download stage would, so both layouts of a data folder work."""
+    if (raw / "train-images-idx3-ubyte").exists():
+        return data.read_mnist(raw, "train")
+    with tempfile.TemporaryDirectory() as folder:
+        mirrors.download_all(params.download.sha256, [raw.resolve().as_uri() + "/"], Path(folder))
+        return data.read_mnist(Path(folder), "train")
+
+
+def describe(device: torch.device) -> str:
+    """The machine line printed above every table: figures mean little without it."""
+    info = runtime.describe(device)
+    return f"{info['device_name']} ({info['device']}), {info['threads']} threads, torch {info['torch']}"
+
+
+def alternate(runs: Mapping[str, Callable[[int], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each run, called in turn (A B A B ...) so drifts in machine load hit all alike.
+    A run gets its round number, e.g. to pick that round's shuffle."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_number in range(repeats):
+        for name, run in runs.items():
+            synchronize()
+            started = time.perf_counter()
+            run(round_number)
+            synchronize()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def summary(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.4f} s ({min(seconds):.4f}-{max(seconds):.4f})"
+
+
+def ratio(slow: list[float], fast: list[float]) -> float:
+    return statistics.median(slow) / statistics.median(fast)
