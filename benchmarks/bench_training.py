@@ -24,18 +24,18 @@ import torch
 import yaml
 
 from benchmarks import common, reference
+from benchmarks.common import BATCH_SIZE
 from stages.core import data
-from stages.core.models import Architecture, build_model
+from stages.core.models import Architecture
 from stages.core.optimizers import build_optimizer
 from stages.core.params import Params
-from stages.core.training import evaluate, train_epoch
+from stages.core.training import evaluate
 
 # Speed-up targets from the issue (tutorial/in-memory): per architecture, and for validation.
-TRAIN_TARGETS = {"mlp_128_64_relu": 6.0, "mlp_20_sigmoid": 12.0}
+TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0)))
 VALIDATION_TARGET = 15.0
 FLOOR_TARGET = 1.5
 PEAK_MEMORY_TARGET_BYTES = 1.5e9
-BATCH_SIZE = 100  # the tutorial's
 TUTORIAL_EVAL_BATCH_SIZE = 100
 
 
@@ -46,15 +46,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the train stage for --peak-memory")
     args = parser.parse_args()
     params, device, train, valid = common.setup(args)
-    print(common.describe(device))
+    print(common.describe(device, args.threads))
     if args.peak_memory:
         report_peak_memory(args, train, valid)
         return
     print(f"{args.data} data: {len(train):,} training, {len(valid):,} validation images; {args.repeats} repeats")
-    model = None
-    for name in TRAIN_TARGETS:
-        model = compare_training(params, name, args.optimizer, train, device, args.repeats)
-    compare_validation(model, valid, device, args.repeats)
+    models = [compare_training(params, name, args.optimizer, train, device, args.repeats) for name in TRAIN_TARGETS]
+    compare_validation(models[0], valid, device, args.repeats)
 
 
 def compare_training(
@@ -62,21 +60,18 @@ def compare_training(
 ) -> torch.nn.Module:
     """Times one epoch of each loop and the floor; returns the trained in-memory model."""
     architecture = params.architectures[name]
-    fast = build_model(architecture).to(device)
-    slow = build_model(architecture).to(device)
-    slow.load_state_dict(fast.state_dict())
-    fast_optimizer = build_optimizer(params.optimizers[optimizer], fast.parameters())
-    slow_optimizer = build_optimizer(params.optimizers[optimizer], slow.parameters())
+    fast, slow = common.same_init_models(architecture, 2, device)
+    spec = params.optimizers[optimizer]
+    slow_optimizer = build_optimizer(spec, slow.parameters())
     features, labels = data.as_features(train.images, device), train.labels.to(device)
-    shuffled = (torch.empty_like(features), torch.empty_like(labels))  # as fit allocates them
+    fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
     dataset = reference.PerImageDataset(train.images, train.labels)
-    shuffle = torch.Generator().manual_seed(params.seed)
-    orders = [torch.randperm(len(train), generator=shuffle) for _ in range(repeats)]
+    orders = common.epoch_orders(len(train), params.seed, repeats)
     floor = matmul_floor(architecture, steps=-(-len(train) // BATCH_SIZE), device=device)
     times = common.alternate(
         {
             "tutorial": lambda r: reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device),
-            "in-memory": lambda r: train_epoch(fast, fast_optimizer, features, labels, BATCH_SIZE, orders[r], shuffled),
+            "in-memory": lambda r: fast_epoch(orders[r]),
             "matmul floor": lambda r: floor(),
         },
         repeats,
@@ -135,7 +130,10 @@ def matmul_floor(architecture: Architecture, steps: int, device: torch.device) -
 
 
 def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data.Subset) -> None:
-    """Runs ``python -m stages.train`` as a child on this split, and reports the child's peak RSS."""
+    """Runs ``python -m stages.train`` as a child on this split, and reports the child's peak RSS
+    beside that of a child that only imports torch (the CUDA wheels' libraries count as resident)."""
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    import_only = peak_child_rss()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         for name, subset in (("train", train), ("valid", valid)):
@@ -148,10 +146,15 @@ def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data
         command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml"), "--split", str(work / "split")]
         command += [part for option, file in outputs.items() for part in (option, str(work / file))]
         subprocess.run(command, check=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_child_rss()
     verdict = "met" if peak < PEAK_MEMORY_TARGET_BYTES else "MISSED"
     print(f"train stage peak RSS ({raw['arch']}, {args.epochs} epochs): {peak / 1e9:.3f} GB "
-          f"(target < {PEAK_MEMORY_TARGET_BYTES / 1e9:g} GB, {verdict})")
+          f"(target < {PEAK_MEMORY_TARGET_BYTES / 1e9:g} GB, {verdict}); import torch alone: {import_only / 1e9:.3f} GB")
+
+
+def peak_child_rss() -> int:
+    """Bytes: the largest peak RSS of any child waited for so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

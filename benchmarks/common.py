@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -12,8 +13,13 @@ from pathlib import Path
 import torch
 
 from stages.core import data, mirrors, runtime
+from stages.core.models import Architecture, build_model
 from stages.core.params import Params, load_params
+from stages.core.training import train_epoch
 from tests.synthetic import synthetic_digits
+
+ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid")  # the two of the issue's figures
+BATCH_SIZE = 100  # the tutorial's
 
 
 def data_arguments(description: str | None) -> argparse.ArgumentParser:
@@ -56,10 +62,10 @@ def real_full(raw: Path, params: Params) -> data.Subset:
         return data.read_mnist(Path(folder), "train")
 
 
-def describe(device: torch.device) -> str:
+def describe(device: torch.device, threads: object) -> str:
     """The machine line printed above every table: figures mean little without it."""
     info = runtime.describe(device)
-    return f"{info['device_name']} ({info['device']}), {info['threads']} threads, torch {info['torch']}"
+    return f"{info['device_name']} ({info['device']}), threads {threads}, torch {info['torch']}"
 
 
 def alternate(runs: Mapping[str, Callable[[int], object]], repeats: int) -> dict[str, list[float]]:
@@ -87,3 +93,23 @@ def summary(seconds: list[float]) -> str:
 
 def ratio(slow: list[float], fast: list[float]) -> float:
     return statistics.median(slow) / statistics.median(fast)
+
+
+def same_init_models(architecture: Architecture, count: int, device: torch.device) -> list[torch.nn.Module]:
+    """``count`` models with one initialisation, so the loops under comparison start level."""
+    first = build_model(architecture).to(device)
+    return [first, *(copy.deepcopy(first) for _ in range(count - 1))]
+
+
+def epoch_orders(count: int, seed: int, repeats: int) -> list[torch.Tensor]:
+    """One seeded permutation per timed round, shared by every loop in that round."""
+    shuffle = torch.Generator().manual_seed(seed)
+    return [torch.randperm(count, generator=shuffle) for _ in range(repeats)]
+
+
+def in_memory_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
+) -> Callable[[torch.Tensor], float]:
+    """``train_epoch`` as ``fit`` calls it: the shuffle buffers allocated once, reused every epoch."""
+    shuffled = (torch.empty_like(features), torch.empty_like(labels))
+    return lambda order: train_epoch(model, optimizer, features, labels, BATCH_SIZE, order, shuffled)

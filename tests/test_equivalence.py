@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import reference
+from benchmarks import common, reference
 from stages.core import data, runtime
-from stages.core.models import Architecture, build_model
+from stages.core.models import Architecture
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.training import evaluate, fit, train_epoch
 from tests.synthetic import synthetic_digits
@@ -34,12 +34,9 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels.long()
 
 
-def twin_models(architecture: Architecture, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
-    runtime.configure(seed, threads=1, device="cpu")
-    fast = build_model(architecture)
-    slow = build_model(architecture)
-    slow.load_state_dict(fast.state_dict())
-    return fast, slow
+def twin_models(architecture: Architecture) -> list[torch.nn.Module]:
+    runtime.configure(seed=0, threads=1, device="cpu")
+    return common.same_init_models(architecture, 2, CPU)
 
 
 @pytest.mark.parametrize("spec", OPTIMIZERS, ids=lambda spec: spec.name)
