@@ -67,7 +67,7 @@ def compare_training(
     fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
     dataset = reference.PerImageDataset(train.images, train.labels)
     orders = common.epoch_orders(len(train), params.seed, repeats)
-    floor = matmul_floor(architecture, steps=-(-len(train) // BATCH_SIZE), device=device)
+    floor = matmul_floor(architecture, features)
     times = common.alternate(
         {
             "tutorial": lambda r: reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device),
@@ -107,18 +107,21 @@ def report(what: str, tutorial: list[float], fast: list[float], target: float) -
           f"{speedup:.1f}x (target >= {target:g}x, {verdict})")
 
 
-def matmul_floor(architecture: Architecture, steps: int, device: torch.device) -> Callable[[], None]:
+def matmul_floor(architecture: Architecture, features: torch.Tensor) -> Callable[[], None]:
     """An epoch of the step's GEMMs alone, into preallocated outputs: per Linear the forward addmm,
-    the weight gradient, and (past the first layer, whose input needs none) the input gradient."""
+    the weight gradient, and (past the first layer, whose input needs none) the input gradient.
+    The first layer reads each batch from ``features`` in turn, as the real epoch must."""
     sizes = architecture.layer_sizes
+    device = features.device
     layers = []
     for inputs, outputs in zip(sizes[:-1], sizes[1:]):
         tensor = lambda *shape: torch.rand(*shape, device=device)  # noqa: E731
-        layers.append((tensor(BATCH_SIZE, inputs), tensor(outputs, inputs), tensor(outputs),
-                       tensor(BATCH_SIZE, outputs), tensor(outputs, inputs), tensor(BATCH_SIZE, inputs)))
+        layers.append([tensor(BATCH_SIZE, inputs), tensor(outputs, inputs), tensor(outputs),
+                       tensor(BATCH_SIZE, outputs), tensor(outputs, inputs), tensor(BATCH_SIZE, inputs)])
 
     def epoch() -> None:
-        for _ in range(steps):
+        for start in range(0, len(features) - BATCH_SIZE + 1, BATCH_SIZE):
+            layers[0][0] = features[start : start + BATCH_SIZE]
             for x, weight, bias, y, _, _ in layers:
                 torch.addmm(bias, x, weight.t(), out=y)
             for index, (x, weight, _, grad_y, grad_weight, grad_x) in reversed(list(enumerate(layers))):
