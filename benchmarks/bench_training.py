@@ -2,8 +2,8 @@
 
 Both run in this process, alternating, on the same data in the same order from the same initial
 weights; the weights are compared bitwise after the timings. The matrix-multiply floor is the
-epoch's GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size):
-no loop can beat it, so project-epoch/floor says how much overhead is left.
+epoch's GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size,
+each batch read from the split): no loop can beat it, so in-memory/floor is the overhead left.
 
     python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
     python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
