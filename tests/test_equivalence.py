@@ -39,6 +39,11 @@ def twin_models(architecture: Architecture) -> list[torch.nn.Module]:
     return common.same_init_models(architecture, 2, CPU)
 
 
+def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
+    for (name, a), b in zip(first.named_parameters(), second.parameters()):
+        assert torch.equal(a, b), f"{name} differs"
+
+
 @pytest.mark.parametrize("spec", OPTIMIZERS, ids=lambda spec: spec.name)
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
 def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
@@ -54,8 +59,7 @@ def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
         order = torch.randperm(len(labels), generator=shuffle)
         loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, order), CPU)
         assert result.train_loss == pytest.approx(loss, abs=1e-6)
-    for (name, fast_parameter), slow_parameter in zip(fast.named_parameters(), slow.parameters()):
-        assert torch.equal(fast_parameter, slow_parameter), name
+    assert_same_weights(fast, slow)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
@@ -71,3 +75,14 @@ def test_fast_evaluation_matches_the_reference(digits, architecture):
     assert accuracy > 0.5  # a trained model: predictions of every class, not one
     assert fast.accuracy == torch.tensor(accuracy, dtype=torch.float32).item()  # fast's is float32
     assert fast.loss == pytest.approx(loss, abs=1e-6)
+
+
+def test_shuffle_buffers_only_save_time(digits):
+    """``train_epoch`` without buffers (a fresh copy per epoch) trains exactly as with them."""
+    images, labels = digits
+    features = data.as_features(images, CPU)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))
+    models = twin_models(ARCHITECTURES[1])
+    for model, out in zip(models, (None, (torch.empty_like(features), torch.empty_like(labels)))):
+        train_epoch(model, build_optimizer(OPTIMIZERS[0], model.parameters()), features, labels, BATCH_SIZE, order, out)
+    assert_same_weights(*models)
