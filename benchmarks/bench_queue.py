@@ -44,7 +44,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             repo, env = prepared_clone(Path(folder), args)
             seconds[workers] = grid_seconds(repo, env, workers)
-        print(f"{GRID_SIZE} experiments x {args.epochs} epochs, {workers} worker(s): {seconds[workers]:.1f} s", flush=True)
+        print(f"{GRID_SIZE} experiments x {args.epochs} epochs, {workers} worker(s): {seconds[workers]:.1f} s",
+              flush=True)
     first, *others = seconds
     for workers in others:
         print(f"speed-up of {workers} workers over {first}: {seconds[first] / seconds[workers]:.2f}x")
@@ -58,7 +59,8 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
     mirror = args.mirror
     if args.data == "synthetic":
         mirror = folder / "mirror"
-        params["download"] = {"mirrors": [], "sha256": write_mirror(mirror, train_count=args.train_size + args.valid_size)}
+        checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
+        params["download"] = {"mirrors": [], "sha256": checksums}
     params["split"] = {"train_size": args.train_size, "valid_size": args.valid_size}
     params["train"]["epochs"] = args.epochs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

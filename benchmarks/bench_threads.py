@@ -33,15 +33,20 @@ def main() -> None:
         runs = {}
         for count, model in zip(counts, models):
             optimizer = build_optimizer(params.optimizers[args.optimizer], model.parameters())
-            runs[f"{count} threads"] = at_threads(count, common.in_memory_epoch(model, optimizer, features, labels), orders)
+            epoch = common.in_memory_epoch(model, optimizer, features, labels)
+            runs[f"{count} threads"] = at_threads(count, epoch, orders)
         times = common.alternate(runs, args.repeats)
         first = times[f"{counts[0]} threads"]
         print(f"train epoch {name}: " + "; ".join(
-            f"{run} {common.summary(seconds)} ({common.ratio(first, seconds):.2f}x)" for run, seconds in times.items()
+            f"{run} {common.summary(seconds)} ({common.ratio(first, seconds):.2f}x)"
+            for run, seconds in times.items()
         ))
 
 
-def at_threads(count: int, epoch: Callable[[torch.Tensor], float], orders: list[torch.Tensor]) -> Callable[[int], float]:
+def at_threads(
+    count: int, epoch: Callable[[torch.Tensor], float], orders: list[torch.Tensor]
+) -> Callable[[int], float]:
+    """A timed run: the thread count is set per call, since the runs it alternates with change it."""
     def run(round_number: int) -> float:
         torch.set_num_threads(count)
         return epoch(orders[round_number])

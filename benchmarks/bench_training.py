@@ -70,7 +70,9 @@ def compare_training(
     floor = matmul_floor(architecture, features)
     times = common.alternate(
         {
-            "tutorial": lambda r: reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device),
+            "tutorial": lambda r: reference.train_epoch(
+                slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device
+            ),
             "in-memory": lambda r: fast_epoch(orders[r]),
             "matmul floor": lambda r: floor(),
         },
@@ -146,13 +148,15 @@ def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data
         raw["train"]["epochs"] = args.epochs
         (work / "params.yaml").write_text(yaml.safe_dump(raw))
         outputs = {"--model": "model.pt", "--metrics": "train.json", "--curves": "loss.csv", "--log": "log.json"}
-        command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml"), "--split", str(work / "split")]
+        command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml")]
+        command += ["--split", str(work / "split")]
         command += [part for option, file in outputs.items() for part in (option, str(work / file))]
         subprocess.run(command, check=True)
     peak = peak_child_rss()
     verdict = "met" if peak < PEAK_MEMORY_TARGET_BYTES else "MISSED"
     print(f"train stage peak RSS ({raw['arch']}, {args.epochs} epochs): {peak / 1e9:.3f} GB "
-          f"(target < {PEAK_MEMORY_TARGET_BYTES / 1e9:g} GB, {verdict}); import torch alone: {import_only / 1e9:.3f} GB")
+          f"(target < {PEAK_MEMORY_TARGET_BYTES / 1e9:g} GB, {verdict}); "
+          f"import torch alone: {import_only / 1e9:.3f} GB")
 
 
 def peak_child_rss() -> int:

@@ -42,7 +42,10 @@ def setup(args: argparse.Namespace) -> tuple[Params, torch.device, data.Subset, 
     """Configures torch as a stage does, and returns the params and the train/validation split."""
     params = load_params(args.params)
     device = runtime.configure(params.seed, args.threads, args.device)
-    full = synthetic_full(args.train_size + args.valid_size, params.seed) if args.data == "synthetic" else real_full(args.raw, params)
+    if args.data == "synthetic":
+        full = synthetic_full(args.train_size + args.valid_size, params.seed)
+    else:
+        full = real_full(args.raw, params)
     train, valid = data.split_train_valid(full, args.train_size, args.valid_size, params.seed)
     return params, device, train, valid
 
