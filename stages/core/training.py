@@ -1,8 +1,9 @@
 """The training loop and evaluation, over data held as whole tensors on the device.
 
-The whole split is one float tensor; each epoch draws a seeded permutation and batches by
-indexing. Batch for batch this is the tutorial's ``DataLoader(shuffle=True)`` loop without the
-per-image conversion, and it gives bitwise the same weights for the same order.
+The whole split is one float tensor; each epoch draws a seeded permutation, copies the split in
+that order, and takes batches as slices of the copy. Batch for batch this is the tutorial's
+``DataLoader(shuffle=True)`` loop without the per-image conversion, and it gives bitwise the same
+weights for the same order (tests/test_equivalence.py; benchmarks/bench_training.py times both).
 """
 
 from __future__ import annotations
@@ -49,19 +50,27 @@ def train_epoch(
     labels: torch.Tensor,
     batch_size: int,
     order: torch.Tensor,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
     """One pass in ``order``; returns the mean loss over images. The running loss stays on the
-    device, so a step never waits for the GPU."""
+    device, so a step never waits for the GPU.
+
+    One gather per epoch into ``out`` (buffers like ``features`` and ``labels``) replaces one per
+    step; pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations
+    and faulting in a fresh 150 MB copy would cost more than the gathers it saves."""
     model.train()
     order = order.to(features.device)
+    features_out, labels_out = out or (None, None)
+    features = torch.index_select(features, 0, order, out=features_out)
+    labels = torch.index_select(labels, 0, order, out=labels_out)
     total = torch.zeros((), device=features.device)
     for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        loss = F.cross_entropy(model(features[batch]), labels[batch])
+        batch_labels = labels[start : start + batch_size]
+        loss = F.cross_entropy(model(features[start : start + batch_size]), batch_labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(batch)
+        total += loss.detach() * len(batch_labels)
     return (total / len(order)).item()
 
 
@@ -98,10 +107,11 @@ def fit(
     """Train for ``epochs``, validating after each; the shuffle has its own generator, so the order
     of the images depends on the seed alone, not on how the model was initialised."""
     shuffle = torch.Generator().manual_seed(seed)
+    shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
     history = []
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(train[1]), generator=shuffle)
-        train_loss = train_epoch(model, optimizer, *train, batch_size, order)
+        train_loss = train_epoch(model, optimizer, *train, batch_size, order, out=shuffled)
         validation = evaluate(model, *valid)
         result = EpochResult(epoch, train_loss, validation.loss, validation.accuracy)
         on_epoch(result)

@@ -1,0 +1,98 @@
+"""The full grid (2 architectures x 5 optimizers) through the DVC queue, with 1 worker and with 2.
+
+Each worker count gets its own fresh clone of this repository's HEAD, with the data already
+downloaded and split, so neither the download nor DVC's run cache flatters the second figure.
+Only ``dvc exp run --run-all -j N`` is timed. Use it on a quiet machine: the grid is 10 runs of
+17 epochs by default.
+
+    python -m benchmarks.bench_queue --data real --mirror /path/to/mnist-gz --workers 1,2
+    python -m benchmarks.bench_queue --data synthetic --epochs 1 --train-size 800 --valid-size 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import project_env
+from tests.synthetic import write_mirror
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
+GRID_SIZE = 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("synthetic", "real"), default="real")
+    parser.add_argument("--mirror", type=Path, help="folder of the four MNIST .gz files (for --data real)")
+    parser.add_argument("--epochs", type=int, default=17)
+    parser.add_argument("--train-size", type=int, default=50_000)
+    parser.add_argument("--valid-size", type=int, default=10_000)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts, one timed grid each")
+    args = parser.parse_args()
+    if args.data == "real" and args.mirror is None:
+        parser.error("--data real needs --mirror")
+    seconds = {}
+    for workers in (int(count) for count in args.workers.split(",")):
+        with tempfile.TemporaryDirectory() as folder:
+            repo, env = prepared_clone(Path(folder), args)
+            seconds[workers] = grid_seconds(repo, env, workers)
+        print(f"{GRID_SIZE} experiments x {args.epochs} epochs, {workers} worker(s): {seconds[workers]:.1f} s",
+              flush=True)
+    first, *others = seconds
+    for workers in others:
+        print(f"speed-up of {workers} workers over {first}: {seconds[first] / seconds[workers]:.2f}x")
+
+
+def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[str, str]]:
+    """A clone of HEAD with the grid's epochs and split sizes committed and the split stage run."""
+    repo = folder / "repo"
+    run(["git", "clone", "-q", str(ROOT), str(repo)], folder, dict(os.environ))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    mirror = args.mirror
+    if args.data == "synthetic":
+        mirror = folder / "mirror"
+        checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
+        params["download"] = {"mirrors": [], "sha256": checksums}
+    params["split"] = {"train_size": args.train_size, "valid_size": args.valid_size}
+    params["train"]["epochs"] = args.epochs
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env(mirror.resolve())
+    for command in (
+        ["dvc", "repro", "split"],
+        ["git", "add", "params.yaml", "dvc.lock"],
+        ["git", "commit", "-qm", "benchmark grid: params and split"],
+    ):
+        run(command, repo, env)
+    return repo, env
+
+
+def grid_seconds(repo: Path, env: dict[str, str], workers: int) -> float:
+    """Queues the grid, then times running it all; every experiment must succeed."""
+    run(["dvc", "exp", "run", "--queue"] + [part for sweep in GRID for part in ("-S", sweep)], repo, env)
+    started = time.perf_counter()
+    run(["dvc", "exp", "run", "--run-all", "-j", str(workers)], repo, env)
+    seconds = time.perf_counter() - started
+    status = run(["dvc", "queue", "status"], repo, env)
+    if status.count("Success") != GRID_SIZE:
+        raise SystemExit(f"not all {GRID_SIZE} experiments succeeded:\n{status}")
+    return seconds
+
+
+def run(command: list[str], repo: Path, env: dict[str, str]) -> str:
+    """The command's output; all of it, and an exit, if it fails."""
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+if __name__ == "__main__":
+    main()

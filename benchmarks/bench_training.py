@@ -1,0 +1,168 @@
+"""Train epochs and validation: the tutorial's per-image loop against the project's in-memory one.
+
+Both run in this process, alternating, on the same data in the same order from the same initial
+weights; the weights are compared bitwise after the timings. The matrix-multiply floor is the
+epoch's GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size,
+each batch read from the split): no loop can beat it, so in-memory/floor is the overhead left.
+
+    python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
+    python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
+    python -m benchmarks.bench_training --peak-memory --data real --raw data/raw
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmarks import common, reference
+from benchmarks.common import BATCH_SIZE
+from stages.core import data
+from stages.core.models import Architecture
+from stages.core.optimizers import build_optimizer
+from stages.core.params import Params
+from stages.core.training import evaluate
+
+# Speed-up targets from the issue (tutorial/in-memory): per architecture, and for validation.
+TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0)))
+VALIDATION_TARGET = 15.0
+FLOOR_TARGET = 1.5
+PEAK_MEMORY_TARGET_BYTES = 1.5e9
+TUTORIAL_EVAL_BATCH_SIZE = 100
+
+
+def main() -> None:
+    parser = common.data_arguments(__doc__)
+    parser.add_argument("--optimizer", default="sgd", help="a name under optimizers in params.yaml")
+    parser.add_argument("--peak-memory", action="store_true", help="only the train stage's peak RSS, in a child")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of the train stage for --peak-memory")
+    args = parser.parse_args()
+    params, device, train, valid = common.setup(args)
+    print(common.describe(device, args.threads))
+    if args.peak_memory:
+        report_peak_memory(args, train, valid)
+        return
+    print(f"{args.data} data: {len(train):,} training, {len(valid):,} validation images; {args.repeats} repeats")
+    models = [compare_training(params, name, args.optimizer, train, device, args.repeats) for name in TRAIN_TARGETS]
+    compare_validation(models[0], valid, device, args.repeats)
+
+
+def compare_training(
+    params: Params, name: str, optimizer: str, train: data.Subset, device: torch.device, repeats: int
+) -> torch.nn.Module:
+    """Times one epoch of each loop and the floor; returns the trained in-memory model."""
+    architecture = params.architectures[name]
+    fast, slow = common.same_init_models(architecture, 2, device)
+    spec = params.optimizers[optimizer]
+    slow_optimizer = build_optimizer(spec, slow.parameters())
+    features, labels = data.as_features(train.images, device), train.labels.to(device)
+    fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
+    dataset = reference.PerImageDataset(train.images, train.labels)
+    orders = common.epoch_orders(len(train), params.seed, repeats)
+    floor = matmul_floor(architecture, features)
+    times = common.alternate(
+        {
+            "tutorial": lambda r: reference.train_epoch(
+                slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device
+            ),
+            "in-memory": lambda r: fast_epoch(orders[r]),
+            "matmul floor": lambda r: floor(),
+        },
+        repeats,
+    )
+    identical = all(torch.equal(a, b) for a, b in zip(fast.parameters(), slow.parameters()))
+    report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS[name])
+    print(f"  matmul floor {common.summary(times['matmul floor'])}; in-memory/floor "
+          f"{common.ratio(times['in-memory'], times['matmul floor']):.2f}x (target <= {FLOOR_TARGET}x)")
+    print(f"  weights after {repeats} epochs bitwise identical: {identical}")
+    return fast
+
+
+def compare_validation(model: torch.nn.Module, valid: data.Subset, device: torch.device, repeats: int) -> None:
+    features, labels = data.as_features(valid.images, device), valid.labels.to(device)
+    batches = reference.loader(reference.PerImageDataset(valid.images, valid.labels), TUTORIAL_EVAL_BATCH_SIZE)
+    results = {}
+    times = common.alternate(
+        {
+            "tutorial": lambda r: results.update(tutorial=reference.evaluate(model, batches, device)),
+            "in-memory": lambda r: results.update(fast=evaluate(model, features, labels)),
+        },
+        repeats,
+    )
+    report(f"validation of {len(valid):,} images", times["tutorial"], times["in-memory"], VALIDATION_TARGET)
+    loss, accuracy = results["tutorial"]
+    print(f"  loss {results['fast'].loss:.6f} vs {loss:.6f}; accuracy {results['fast'].accuracy:.4f} vs {accuracy:.4f}")
+
+
+def report(what: str, tutorial: list[float], fast: list[float], target: float) -> None:
+    speedup = common.ratio(tutorial, fast)
+    verdict = "met" if speedup >= target else "MISSED"
+    print(f"{what}: tutorial {common.summary(tutorial)}, in-memory {common.summary(fast)}; "
+          f"{speedup:.1f}x (target >= {target:g}x, {verdict})")
+
+
+def matmul_floor(architecture: Architecture, features: torch.Tensor) -> Callable[[], None]:
+    """An epoch of the step's GEMMs alone, into preallocated outputs: per Linear the forward addmm,
+    the weight gradient, and (past the first layer, whose input needs none) the input gradient.
+    The first layer reads each batch from ``features`` in turn, as the real epoch must."""
+    sizes = architecture.layer_sizes
+    device = features.device
+    layers = []
+    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+        tensor = lambda *shape: torch.rand(*shape, device=device)  # noqa: E731
+        layers.append([tensor(BATCH_SIZE, inputs), tensor(outputs, inputs), tensor(outputs),
+                       tensor(BATCH_SIZE, outputs), tensor(outputs, inputs), tensor(BATCH_SIZE, inputs)])
+
+    def epoch() -> None:
+        for start in range(0, len(features) - BATCH_SIZE + 1, BATCH_SIZE):
+            layers[0][0] = features[start : start + BATCH_SIZE]
+            for x, weight, bias, y, _, _ in layers:
+                torch.addmm(bias, x, weight.t(), out=y)
+            for index, (x, weight, _, grad_y, grad_weight, grad_x) in reversed(list(enumerate(layers))):
+                torch.mm(grad_y.t(), x, out=grad_weight)
+                if index:
+                    torch.mm(grad_y, weight, out=grad_x)
+
+    return epoch
+
+
+def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data.Subset) -> None:
+    """Runs ``python -m stages.train`` as a child on this split, and reports the child's peak RSS
+    beside that of a child that only imports torch (the CUDA wheels' libraries count as resident)."""
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    import_only = peak_child_rss()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        for name, subset in (("train", train), ("valid", valid)):
+            data.save_subset(subset, work / "split" / f"{name}.pt")
+        raw = yaml.safe_load(Path(args.params).read_text())
+        raw.update(threads=args.threads, device=args.device)
+        raw["train"]["epochs"] = args.epochs
+        (work / "params.yaml").write_text(yaml.safe_dump(raw))
+        outputs = {"--model": "model.pt", "--metrics": "train.json", "--curves": "loss.csv", "--log": "log.json"}
+        command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml")]
+        command += ["--split", str(work / "split")]
+        command += [part for option, file in outputs.items() for part in (option, str(work / file))]
+        subprocess.run(command, check=True)
+    peak = peak_child_rss()
+    verdict = "met" if peak < PEAK_MEMORY_TARGET_BYTES else "MISSED"
+    print(f"train stage peak RSS ({raw['arch']}, {args.epochs} epochs): {peak / 1e9:.3f} GB "
+          f"(target < {PEAK_MEMORY_TARGET_BYTES / 1e9:g} GB, {verdict}); "
+          f"import torch alone: {import_only / 1e9:.3f} GB")
+
+
+def peak_child_rss() -> int:
+    """Bytes: the largest peak RSS of any child waited for so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+if __name__ == "__main__":
+    main()
