@@ -86,7 +86,7 @@ def test_editing_an_unused_optimizer_does_not_invalidate_the_run(reproduced):
     params = reproduced.params()
     params["optimizers"]["adam"]["lr"] = 0.05
     reproduced.set_params(optimizers=params["optimizers"])
-    assert "Data and pipelines are up to date" in reproduced.run("dvc", "status").stdout
+    assert "Data and pipelines are up to date" in reproduced.run("dvc", "status", "dvc.yaml").stdout
 
 
 def test_failed_experiment_exits_nonzero_and_keeps_the_last_results(reproduced):
