@@ -16,18 +16,17 @@ ARCHITECTURES = load_params(ROOT / "params.yaml").architectures
     [
         (
             "mlp_20_sigmoid",
-            [("Flatten-1", (784,), 0), ("Linear-2", (20,), 15_700), ("Sigmoid-3", (20,), 0), ("Linear-4", (10,), 210)],
+            [("Linear-1", (20,), 15_700), ("Sigmoid-2", (20,), 0), ("Linear-3", (10,), 210)],
             "15,910",
         ),
         (
             "mlp_128_64_relu",
             [
-                ("Flatten-1", (784,), 0),
-                ("Linear-2", (128,), 100_480),
-                ("ReLU-3", (128,), 0),
-                ("Linear-4", (64,), 8_256),
-                ("ReLU-5", (64,), 0),
-                ("Linear-6", (10,), 650),
+                ("Linear-1", (128,), 100_480),
+                ("ReLU-2", (128,), 0),
+                ("Linear-3", (64,), 8_256),
+                ("ReLU-4", (64,), 0),
+                ("Linear-5", (10,), 650),
             ],
             "109,386",
         ),
@@ -38,7 +37,7 @@ def test_the_summary_lists_every_layer_and_the_tutorials_total(arch, rows, total
     assert [(layer.name, layer.output_shape, layer.num_params) for layer in summarize(model)] == rows
     table = summary_table(model)
     assert f"Total params: {total}" in table
-    assert "Linear-2" in table and "[-1, 10]" in table
+    assert "Linear-1" in table and "[-1, 10]" in table
 
 
 def test_the_train_stage_writes_the_summary_of_the_model_it_trained(trained_project):

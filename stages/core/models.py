@@ -37,9 +37,10 @@ class Architecture:
 
 def build_model(architecture: Architecture) -> nn.Sequential:
     """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives
-    the tutorial's initial weights. ``Flatten`` lets the model take 28x28 images or 784-vectors."""
+    the tutorial's initial weights. Inputs are 784-vectors (``data.as_features`` flattens once):
+    a ``Flatten`` layer would cost a module call at every step."""
     sizes = architecture.layer_sizes
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: list[nn.Module] = []
     for index, (inputs, outputs) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(inputs, outputs))
         if index < len(sizes) - 2:

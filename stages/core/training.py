@@ -52,7 +52,7 @@ def train_epoch(
     order: torch.Tensor,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
-    """One pass in ``order``; returns the mean loss over images. The running loss stays on the
+    """One pass in ``order``; returns the mean loss over images. The batch losses stay on the
     device, so a step never waits for the GPU.
 
     One gather per epoch into ``out`` (buffers like ``features`` and ``labels``) replaces one per
@@ -63,15 +63,16 @@ def train_epoch(
     features_out, labels_out = out or (None, None)
     features = torch.index_select(features, 0, order, out=features_out)
     labels = torch.index_select(labels, 0, order, out=labels_out)
-    total = torch.zeros((), device=features.device)
-    for start in range(0, len(order), batch_size):
-        batch_labels = labels[start : start + batch_size]
-        loss = F.cross_entropy(model(features[start : start + batch_size]), batch_labels)
+    starts = range(0, len(order), batch_size)
+    batch_losses = torch.empty(len(starts), device=features.device)
+    for step, start in enumerate(starts):
+        loss = F.cross_entropy(model(features[start : start + batch_size]), labels[start : start + batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(batch_labels)
-    return (total / len(order)).item()
+        batch_losses[step] = loss.detach()  # one copy per step; weighting waits for the epoch's end
+    batch_sizes = torch.tensor([min(batch_size, len(order) - start) for start in starts], device=features.device)
+    return ((batch_losses * batch_sizes).sum() / len(order)).item()
 
 
 @torch.inference_mode()
