@@ -63,6 +63,15 @@ def project(tmp_path, mirror) -> "Project":
     return make_project(tmp_path / "repo", mirror)
 
 
+@pytest.fixture
+def reproduced(project) -> "Project":
+    """The project after ``dvc repro``, its results committed as the baseline."""
+    project.run("dvc", "repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline results")
+    return project
+
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, mirror) -> "Project":
     """One project with every stage run by hand, shared by the tests that only read its outputs

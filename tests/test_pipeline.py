@@ -15,15 +15,6 @@ def results(project) -> dict[str, bytes]:
     return {path: (project.root / path).read_bytes() for path in RESULTS}
 
 
-@pytest.fixture
-def reproduced(project):
-    """The project after ``dvc repro``, its results committed as the baseline."""
-    project.run("dvc", "repro")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "baseline results")
-    return project
-
-
 def test_repro_learns_and_writes_every_declared_result(reproduced):
     train = json.loads(reproduced.read("metrics/train.json"))
     assert set(train) == {"train_loss", "valid_loss", "valid_accuracy", "best_valid_accuracy", "best_epoch", "num_params"}
