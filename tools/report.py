@@ -8,12 +8,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
-
-from stages.core import atomic  # noqa: E402
+from stages.core import figures
 
 Curves = Mapping[str, Sequence[float]]
 """One column of ``loss.csv`` (epoch, train_loss, valid_loss, valid_accuracy) per key."""
@@ -51,18 +48,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def plot_curves(path: str | os.PathLike, curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> None:
-    """One panel per column, one line per run, x = epoch. Written without the matplotlib version
-    in the metadata, so the same curves give the same bytes."""
-    figure, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4.5), squeeze=False)
-    for axis, column in zip(axes[0], columns):
-        for label, run in curves.items():
-            axis.plot(run["epoch"], run[column], marker=".", label=label)
-        axis.set(xlabel="epoch", ylabel=CURVE_LABELS.get(column, column), title=CURVE_LABELS.get(column, column))
+    """One panel per column, one line per run, x = epoch; written as the stages write their figures
+    (``figures.write_png``), so the same curves give the same bytes."""
+    figure = Figure(figsize=(6 * len(columns), 4.5), layout="constrained")
+    axes = figure.subplots(1, len(columns), squeeze=False)[0]
+    for axis, column in zip(axes, columns):
+        label = CURVE_LABELS.get(column, column)
+        for name, run in curves.items():
+            axis.plot(run["epoch"], run[column], marker=".", label=name)
+        axis.set(xlabel="epoch", ylabel=label, title=label if len(columns) > 1 else "")
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize="small", loc="best")
+    axes[-1].legend(fontsize="small", loc="best")
     figure.suptitle(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(figure)
-    atomic.write_bytes(path, buffer.getvalue())
+    figures.write_png(path, figure)
