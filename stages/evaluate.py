@@ -44,16 +44,13 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(f"Test Loss : {result.loss:.4f} Test Accuracy : {result.accuracy:.4f}")
 
+    counts = figures.confusion_matrix(test.labels, result.predictions)
     atomic.write_json(
         args.metrics,
-        {
-            "test_loss": result.loss,
-            "test_accuracy": result.accuracy,
-            "per_class_accuracy": per_class_accuracy(test.labels, result.predictions),
-        },
+        {"test_loss": result.loss, "test_accuracy": result.accuracy, "per_class_accuracy": per_class_accuracy(counts)},
     )
     atomic.write_csv(args.confusion, ("actual", "predicted"), zip(test.labels.tolist(), result.predictions.tolist()))
-    figures.write_png(args.confusion_figure, figures.confusion_figure(test.labels, result.predictions))
+    figures.write_png(args.confusion_figure, figures.confusion_figure(counts))
     figures.write_png(
         args.predictions_figure,
         figures.predictions_figure(test.images, test.labels, result.predictions, result.confidences),
@@ -61,12 +58,10 @@ def main() -> None:
     atomic.write_json(args.log, {**runtime.describe(device), "evaluate_seconds": seconds})
 
 
-def per_class_accuracy(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, float]:
-    """Keys are the digits as strings, so JSON and ``dvc metrics diff`` show one row per digit."""
-    return {
-        str(digit): ((predictions == digit) & (labels == digit)).sum().item() / max((labels == digit).sum().item(), 1)
-        for digit in range(NUM_CLASSES)
-    }
+def per_class_accuracy(counts: torch.Tensor) -> dict[str, float]:
+    """The confusion matrix's diagonal over its rows (actual digits). Keys are the digits as
+    strings, so JSON and ``dvc metrics diff`` show one row per digit."""
+    return {str(digit): counts[digit, digit].item() / max(counts[digit].sum().item(), 1) for digit in range(NUM_CLASSES)}
 
 
 if __name__ == "__main__":

@@ -31,14 +31,15 @@ def main() -> None:
 
     runs = [read_run(args.runs, cell) for cell in cells(load_params(args.params))]
     atomic.write_json(args.json, {run.cell.key: leaderboard_entry(run) for run in runs})
-    atomic.write_text(args.markdown, leaderboard_markdown(runs))
+    table = leaderboard_markdown(runs)
+    atomic.write_text(args.markdown, table)
     plot_curves(
         args.figure,
         {run.cell.key: run.curves for run in runs if run.error is None},
         ["valid_accuracy"],
         title="Validation accuracy per epoch, every architecture x optimizer",
     )
-    print(leaderboard_markdown(runs), end="")
+    print(table, end="")
     failed = [run for run in runs if run.error is not None]
     if failed:
         names = "; ".join(f"{run.cell.key} ({run.error})" for run in failed)

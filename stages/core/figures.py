@@ -69,10 +69,9 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.T
     return torch.bincount(pairs, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
-def confusion_figure(labels: torch.Tensor, predictions: torch.Tensor) -> Figure:
-    """A heatmap with the count written in every cell, since colour alone hides the few mistakes
-    beside the large diagonal."""
-    counts = confusion_matrix(labels, predictions)
+def confusion_figure(counts: torch.Tensor) -> Figure:
+    """``counts`` from ``confusion_matrix``, as a heatmap with the count written in every cell,
+    since colour alone hides the few mistakes beside the large diagonal."""
     figure = Figure(figsize=(7, 6), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(counts.numpy(), cmap="Blues")
