@@ -1,9 +1,11 @@
 """Train epochs and validation: the tutorial's per-image loop against the project's in-memory one.
 
 Both run in this process, alternating, on the same data in the same order from the same initial
-weights; the weights are compared bitwise after the timings. The matrix-multiply floor is the
-epoch's GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size,
-each batch read from the split): no loop can beat it, so in-memory/floor is the overhead left.
+weights; the weights are compared bitwise after the timings. Two bounds are timed beside them:
+the steps alone (forward, loss, backward and optimizer on consecutive slices, with no shuffle),
+which any loop that takes the tutorial's step must pay, and the matrix-multiply floor, the epoch's
+GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size, each batch
+read from the split), which no loop can beat.
 
     python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
     python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
@@ -29,7 +31,7 @@ from stages.core import data
 from stages.core.models import Architecture
 from stages.core.optimizers import build_optimizer
 from stages.core.params import Params
-from stages.core.training import evaluate
+from stages.core.training import evaluate, train_in_order
 
 # Speed-up targets from the issue (tutorial/in-memory): per architecture, and for validation.
 TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0)))
@@ -60,8 +62,9 @@ def compare_training(
 ) -> torch.nn.Module:
     """Times one epoch of each loop and the floor; returns the trained in-memory model."""
     architecture = params.architectures[name]
-    fast, slow = common.same_init_models(architecture, 2, device)
+    fast, slow, in_order = common.same_init_models(architecture, 3, device)
     spec = params.optimizers[optimizer]
+    in_order_optimizer = build_optimizer(spec, in_order.parameters())
     slow_optimizer = build_optimizer(spec, slow.parameters())
     features, labels = data.as_features(train.images, device), train.labels.to(device)
     fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
@@ -73,6 +76,7 @@ def compare_training(
             slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device
         ),
         "in-memory": lambda r: fast_epoch(orders[r]),
+        "steps alone": lambda r: train_in_order(in_order, in_order_optimizer, features, labels, BATCH_SIZE),
         "matmul floor": lambda r: floor(),
     }
     if device.type == "cuda":  # a launch-bound step: one graph replay per step instead of ~40 launches
@@ -83,6 +87,11 @@ def compare_training(
     report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS[name])
     print(f"  matmul floor {common.summary(times['matmul floor'])}; in-memory/floor "
           f"{common.ratio(times['in-memory'], times['matmul floor']):.2f}x (target <= {FLOOR_TARGET}x)")
+    print(f"  steps alone (no shuffle, no gather) {common.summary(times['steps alone'])}: "
+          f"in-memory/steps {common.ratio(times['in-memory'], times['steps alone']):.2f}x, "
+          f"steps/floor {common.ratio(times['steps alone'], times['matmul floor']):.2f}x; "
+          f"tutorial/steps {common.ratio(times['tutorial'], times['steps alone']):.1f}x is the most "
+          "any loop that takes the tutorial's step can reach")
     print(f"  weights after {repeats} epochs bitwise identical: {identical}")
     if "CUDA graph" in times:
         print(f"  in-memory step captured as a CUDA graph: {common.summary(times['CUDA graph'])}; "

@@ -28,9 +28,11 @@ def test_grid_runs_every_cell_and_writes_the_leaderboard(grid_project):
         assert entry["status"] == "ok"
         assert entry["test_accuracy"] > 0.5
         assert entry["num_params"] == 784 * 20 + 20 + 20 * 10 + 10
-        assert 1 <= entry["best_epoch"] <= 3 and entry["seconds_per_epoch"] > 0
+        assert 1 <= entry["best_epoch"] <= 3
+        assert "seconds_per_epoch" not in entry  # timings change every run: not for dvc metrics diff
     table = grid_project.read("metrics/leaderboard.md").splitlines()
     assert table[0].startswith("| arch | optimizer | status | test_accuracy")
+    assert table[0].endswith("| seconds_per_epoch |") and float(table[2].split("|")[-2]) > 0
     assert len(table) == 4
     figure = grid_project.root / "plots/grid_valid_accuracy.png"
     assert figure.read_bytes().startswith(b"\x89PNG")

@@ -35,7 +35,10 @@ class Run:
 
     cell: Cell
     metrics: dict[str, Any]
+    """Figures that the same params reproduce bitwise: what ``dvc metrics diff`` may compare."""
     curves: dict[str, list[float]]
+    seconds_per_epoch: float | None = None
+    """From the train log: worth showing, but it changes with every run, so it is no metric."""
     error: str | None = None
 
 
@@ -51,10 +54,8 @@ def read_run(runs: Path, cell: Cell) -> Run:
         train, evaluate, log = (json.loads((folder / name).read_text()) for name in RUN_FILES[:3])
         curves = parse_curves((folder / "loss.csv").read_text())
         figures = {**train, **evaluate}
-        metrics = {
-            **{name: figures[name] for name in HEADLINE_METRICS},
-            "seconds_per_epoch": log["seconds_per_epoch"],
-        }
+        metrics = {name: figures[name] for name in HEADLINE_METRICS}
+        seconds_per_epoch = log["seconds_per_epoch"]
     except (OSError, ValueError, KeyError) as error:
         return Run(cell, {}, {}, error=f"{type(error).__name__}: {error}")
-    return Run(cell, metrics, curves)
+    return Run(cell, metrics, curves, seconds_per_epoch)

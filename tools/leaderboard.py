@@ -1,7 +1,8 @@
 """The grid's leaderboard: one row per architecture x optimizer, from the files each cell wrote.
 
-Writes the rows as JSON (declared as DVC metrics, so ``dvc metrics diff`` shows every cell), a
-markdown table best first, and the validation accuracy of every cell per epoch in one figure.
+Writes the rows as JSON (declared as DVC metrics, so ``dvc metrics diff`` shows every cell; only
+figures that reproduce bitwise), a markdown table best first (with each cell's seconds per epoch),
+and the validation accuracy of every cell per epoch in one figure.
 A cell without results is listed as failed, never with numbers, and makes the command fail.
 """
 
@@ -56,7 +57,10 @@ def leaderboard_entry(run: Run) -> dict[str, Any]:
 def leaderboard_markdown(runs: list[Run]) -> str:
     """Best test accuracy first; failed cells last, with the reason instead of figures."""
     done = sorted((run for run in runs if run.error is None), key=lambda run: -run.metrics["test_accuracy"])
-    rows = [[run.cell.arch, run.cell.optimizer, "ok", *(run.metrics[c] for c in COLUMNS)] for run in done]
+    rows = [
+        [run.cell.arch, run.cell.optimizer, "ok", *(run.metrics[c] for c in HEADLINE_METRICS), run.seconds_per_epoch]
+        for run in done
+    ]
     rows += [
         [run.cell.arch, run.cell.optimizer, f"**FAILED**: {run.error}", *([None] * len(COLUMNS))]
         for run in runs

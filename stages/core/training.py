@@ -52,18 +52,26 @@ def train_epoch(
     order: torch.Tensor,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
-    """One pass in ``order``; returns the mean loss over images. The batch losses stay on the
-    device, so a step never waits for the GPU.
+    """One pass in ``order``; returns the mean loss over images.
 
     One gather per epoch into ``out`` (buffers like ``features`` and ``labels``) replaces one per
     step; pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations
     and faulting in a fresh 150 MB copy would cost more than the gathers it saves."""
-    model.train()
     order = order.to(features.device)
     features_out, labels_out = out or (None, None)
     features = torch.index_select(features, 0, order, out=features_out)
     labels = torch.index_select(labels, 0, order, out=labels_out)
-    starts = range(0, len(order), batch_size)
+    return train_in_order(model, optimizer, features, labels, batch_size)
+
+
+def train_in_order(
+    model: nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> float:
+    """One pass over consecutive slices, the tutorial's step on each: the part of an epoch that no
+    way of feeding the data can remove. The batch losses stay on the device, so a step never waits
+    for the GPU."""
+    model.train()
+    starts = range(0, len(labels), batch_size)
     batch_losses = torch.empty(len(starts), device=features.device)
     for step, start in enumerate(starts):
         loss = F.cross_entropy(model(features[start : start + batch_size]), labels[start : start + batch_size])
@@ -71,8 +79,8 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         batch_losses[step] = loss.detach()  # one copy per step; weighting waits for the epoch's end
-    batch_sizes = torch.tensor([min(batch_size, len(order) - start) for start in starts], device=features.device)
-    return ((batch_losses * batch_sizes).sum() / len(order)).item()
+    batch_sizes = torch.tensor([min(batch_size, len(labels) - start) for start in starts], device=features.device)
+    return ((batch_losses * batch_sizes).sum() / len(labels)).item()
 
 
 @torch.inference_mode()
