@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -22,10 +23,19 @@ EVAL_BATCH_SIZE = 10_000
 class Evaluation:
     loss: float
     accuracy: float
-    predictions: torch.Tensor
-    """The predicted class of every image, in input order (on the CPU)."""
-    confidences: torch.Tensor
-    """The softmax probability of each predicted class, in input order (on the CPU)."""
+    logits: torch.Tensor
+    """Every image's logits, in input order: what the views below are derived from, only when a
+    caller asks, so validation after each epoch pays for none of them."""
+
+    @cached_property
+    def predictions(self) -> torch.Tensor:
+        """The predicted class of every image (on the CPU)."""
+        return self.logits.argmax(dim=1).cpu()
+
+    @cached_property
+    def confidences(self) -> torch.Tensor:
+        """The softmax probability of each predicted class (on the CPU)."""
+        return self.logits.softmax(dim=1).amax(dim=1).cpu()
 
 
 @dataclass(frozen=True)
@@ -90,17 +100,13 @@ def evaluate(
     """Mean cross-entropy and accuracy over all images, in large batches."""
     model.eval()
     loss_sum = torch.zeros((), device=features.device)
-    predictions, confidences = [], []
+    batches = []
     for start in range(0, len(labels), batch_size):
-        logits = model(features[start : start + batch_size])
-        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
-        predictions.append(logits.argmax(dim=1))
-        confidences.append(logits.softmax(dim=1).amax(dim=1))
-    predicted = torch.cat(predictions)
-    correct = (predicted == labels).sum().item()
-    return Evaluation(
-        (loss_sum / len(labels)).item(), correct / len(labels), predicted.cpu(), torch.cat(confidences).cpu()
-    )
+        batches.append(model(features[start : start + batch_size]))
+        loss_sum += F.cross_entropy(batches[-1], labels[start : start + batch_size], reduction="sum")
+    logits = torch.cat(batches)
+    correct = (logits.argmax(dim=1) == labels).sum().item()
+    return Evaluation((loss_sum / len(labels)).item(), correct / len(labels), logits)
 
 
 def fit(
