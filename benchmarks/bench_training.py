@@ -1,11 +1,12 @@
 """Train epochs and validation: the tutorial's per-image loop against the project's in-memory one.
 
 Both run in this process, alternating, on the same data in the same order from the same initial
-weights; the weights are compared bitwise after the timings. Two bounds are timed beside them:
-the steps alone (forward, loss, backward and optimizer on consecutive slices, with no shuffle),
-which any loop that takes the tutorial's step must pay, and the matrix-multiply floor, the epoch's
-GEMMs alone (forward addmm, backward matmuls of each Linear at the training batch size, each batch
-read from the split), which no loop can beat.
+weights; the weights are compared bitwise after the timings. Three more loops are timed beside
+them, to show where an epoch goes: the project's steps alone (forward, loss, gradients and
+optimizer on consecutive slices, with no shuffle), the tutorial's autograd step on the same slices
+(what taking the gradients by hand saves), and the matrix-multiply floor, the epoch's GEMMs alone
+(forward addmm, backward matmuls of each Linear at the training batch size, each batch read from
+the split), which no loop can beat.
 
     python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
     python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
@@ -62,14 +63,17 @@ def compare_training(
 ) -> torch.nn.Module:
     """Times one epoch of each loop and the floor; returns the trained in-memory model."""
     architecture = params.architectures[name]
-    fast, slow, in_order = common.same_init_models(architecture, 3, device)
+    fast, slow, in_order, autograd = common.same_init_models(architecture, 4, device)
     spec = params.optimizers[optimizer]
-    in_order_optimizer = build_optimizer(spec, in_order.parameters())
-    slow_optimizer = build_optimizer(spec, slow.parameters())
+    slow_optimizer, in_order_optimizer, autograd_optimizer = (
+        build_optimizer(spec, model.parameters()) for model in (slow, in_order, autograd)
+    )
     features, labels = data.as_features(train.images, device), train.labels.to(device)
     fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
     dataset = reference.PerImageDataset(train.images, train.labels)
     orders = common.epoch_orders(len(train), params.seed, repeats)
+    slices = [(features[start : start + BATCH_SIZE], labels[start : start + BATCH_SIZE])
+              for start in range(0, len(labels), BATCH_SIZE)]
     floor = matmul_floor(architecture, features)
     variants = {
         "tutorial": lambda r: reference.train_epoch(
@@ -77,6 +81,7 @@ def compare_training(
         ),
         "in-memory": lambda r: fast_epoch(orders[r]),
         "steps alone": lambda r: train_in_order(in_order, in_order_optimizer, features, labels, BATCH_SIZE),
+        "autograd steps": lambda r: reference.train_epoch(autograd, autograd_optimizer, slices, device),
         "matmul floor": lambda r: floor(),
     }
     if device.type == "cuda":  # a launch-bound step: one graph replay per step instead of ~40 launches
@@ -84,15 +89,19 @@ def compare_training(
         variants["CUDA graph"] = graphed_epoch(graphed, build_optimizer(spec, graphed.parameters()), features, labels)
     times = common.alternate(variants, repeats)
     identical = all(torch.equal(a, b) for a, b in zip(fast.parameters(), slow.parameters()))
+    by_hand_is_autograd = all(torch.equal(a, b) for a, b in zip(in_order.parameters(), autograd.parameters()))
     report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS[name])
     print(f"  matmul floor {common.summary(times['matmul floor'])}; in-memory/floor "
           f"{common.ratio(times['in-memory'], times['matmul floor']):.2f}x (target <= {FLOOR_TARGET}x)")
     print(f"  steps alone (no shuffle, no gather) {common.summary(times['steps alone'])}: "
           f"in-memory/steps {common.ratio(times['in-memory'], times['steps alone']):.2f}x, "
-          f"steps/floor {common.ratio(times['steps alone'], times['matmul floor']):.2f}x; "
-          f"tutorial/steps {common.ratio(times['tutorial'], times['steps alone']):.1f}x is the most "
-          "any loop that takes the tutorial's step can reach")
-    print(f"  weights after {repeats} epochs bitwise identical: {identical}")
+          f"steps/floor {common.ratio(times['steps alone'], times['matmul floor']):.2f}x")
+    print(f"  the tutorial's autograd step on the same slices {common.summary(times['autograd steps'])}: "
+          f"autograd/by-hand {common.ratio(times['autograd steps'], times['steps alone']):.2f}x; "
+          f"tutorial/autograd {common.ratio(times['tutorial'], times['autograd steps']):.1f}x is the most "
+          "a loop that takes the gradients by autograd can reach")
+    print(f"  weights after {repeats} epochs bitwise identical: in-memory and tutorial {identical}, "
+          f"steps by hand and by autograd {by_hand_is_autograd}")
     if "CUDA graph" in times:
         print(f"  in-memory step captured as a CUDA graph: {common.summary(times['CUDA graph'])}; "
               f"{common.ratio(times['in-memory'], times['CUDA graph']):.2f}x faster than in-memory")

@@ -44,4 +44,4 @@ cat "$work/first.log.json"
 arch=mlp_20_sigmoid run sigmoid --arch mlp_20_sigmoid
 $python -m stages.train --params "$work/absent.yaml" --split "$work/split" --model "$work/x.pt"; echo "exit code $?"
 $python -m benchmarks.bench_training --device "$device" --data real --raw "$mirror" --repeats 3
-$python -m pytest -q -p no:cacheprovider tests/test_equivalence.py tests/test_models.py tests/test_data.py 2>&1 | tail -3
+$python -m pytest -q -p no:cacheprovider tests/test_backprop.py tests/test_equivalence.py tests/test_models.py tests/test_data.py 2>&1 | tail -3

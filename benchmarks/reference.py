@@ -7,7 +7,7 @@ same way, and a sampler fixes the order, so the benchmark and the tests compare 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from PIL import Image
@@ -52,8 +52,14 @@ def loader(dataset: PerImageDataset, batch_size: int, order: torch.Tensor | None
     return DataLoader(dataset, batch_size=batch_size, sampler=None if order is None else FixedOrder(order))
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: DataLoader, device: torch.device) -> float:
-    """The tutorial's training loop, step for step; returns the mean loss over images."""
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+) -> float:
+    """The tutorial's training loop, step for step, over its ``DataLoader`` or any (images, labels)
+    batches; returns the mean loss over images."""
     criterion = nn.CrossEntropyLoss()
     model.train()
     running_loss, count = 0.0, 0

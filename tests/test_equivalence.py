@@ -21,6 +21,8 @@ ARCHITECTURES = (
 OPTIMIZERS = (
     OptimizerSpec("sgd", "sgd", {"lr": 0.1}),
     OptimizerSpec("momentum", "sgd", {"lr": 0.01, "momentum": 0.9}),
+    OptimizerSpec("adagrad", "adagrad", {"lr": 0.01}),
+    OptimizerSpec("rmsprop", "rmsprop", {"lr": 0.001}),
     OptimizerSpec("adam", "adam", {"lr": 0.001}),
 )
 BATCH_SIZE = 100

@@ -2,8 +2,9 @@
 
 The whole split is one float tensor; each epoch draws a seeded permutation, copies the split in
 that order, and takes batches as slices of the copy. Batch for batch this is the tutorial's
-``DataLoader(shuffle=True)`` loop without the per-image conversion, and it gives bitwise the same
-weights for the same order (tests/test_equivalence.py; benchmarks/bench_training.py times both).
+``DataLoader(shuffle=True)`` loop without the per-image conversion, and with its gradients taken
+by hand (``backprop``) instead of by autograd; it gives bitwise the same weights for the same order
+(tests/test_equivalence.py; benchmarks/bench_training.py times both).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from functools import cached_property
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from stages.core.backprop import cross_entropy_gradients
 
 EVAL_BATCH_SIZE = 10_000
 
@@ -54,7 +57,7 @@ class EpochResult:
 
 
 def train_epoch(
-    model: nn.Module,
+    model: nn.Sequential,
     optimizer: torch.optim.Optimizer,
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -75,20 +78,21 @@ def train_epoch(
 
 
 def train_in_order(
-    model: nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor, batch_size: int
+    model: nn.Sequential,
+    optimizer: torch.optim.Optimizer,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
 ) -> float:
-    """One pass over consecutive slices, the tutorial's step on each: the part of an epoch that no
-    way of feeding the data can remove. The batch losses stay on the device, so a step never waits
-    for the GPU."""
+    """One pass over consecutive slices, a step on each: the part of an epoch that no way of feeding
+    the data can remove. The batch losses stay on the device, so a step never waits for the GPU."""
     model.train()
     starts = range(0, len(labels), batch_size)
     batch_losses = torch.empty(len(starts), device=features.device)
     for step, start in enumerate(starts):
-        loss = F.cross_entropy(model(features[start : start + batch_size]), labels[start : start + batch_size])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = cross_entropy_gradients(model, features[start : start + batch_size], labels[start : start + batch_size])
         optimizer.step()
-        batch_losses[step] = loss.detach()  # one copy per step; weighting waits for the epoch's end
+        batch_losses[step] = loss  # one copy per step; weighting waits for the epoch's end
     batch_sizes = torch.tensor([min(batch_size, len(labels) - start) for start in starts], device=features.device)
     return ((batch_losses * batch_sizes).sum() / len(labels)).item()
 
@@ -110,7 +114,7 @@ def evaluate(
 
 
 def fit(
-    model: nn.Module,
+    model: nn.Sequential,
     optimizer: torch.optim.Optimizer,
     train: tuple[torch.Tensor, torch.Tensor],
     valid: tuple[torch.Tensor, torch.Tensor],
