@@ -1,9 +1,9 @@
 """The gradients of the tutorial's loss, taken by hand: the ATen kernels that ``loss.backward()``
 runs for an MLP, called the same way in the same order, without autograd's bookkeeping.
 
-At MNIST's sizes, recording and walking autograd's graph (about fifteen nodes a step) costs as much
-as a layer's matrix multiplies: taken by hand, a training step is about 1.25x (sigmoid) and 1.14x
-(relu) faster on the CPU (``benchmarks/bench_training.py`` prints it as autograd/by-hand). The
+At MNIST's sizes, recording and walking autograd's graph (about fifteen nodes a step) is a fair
+share of a step: taken by hand, a training step is about 1.1x (relu) and 1.25x (sigmoid) faster on
+the CPU (``benchmarks/bench_training.py`` prints it as autograd/by-hand). The
 gradients are bitwise autograd's: ``tests/test_backprop.py`` checks every activation and
 ``tests/test_equivalence.py`` whole runs against the tutorial's loop. Each formula is the one
 ``torch/csrc/autograd/FunctionsManual.cpp`` and ``derivatives.yaml`` give for that operation.
