@@ -21,15 +21,16 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.params import MNIST_FILES
 from tests.conftest import project_env
-from tests.synthetic import write_mirror
+from tests.synthetic import mirror_params, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
 GRID_SIZE = 10
+CELERY_FOLDER = Path(".dvc/tmp/exps/celery")  # DVC's queue workers keep their logs and pids here
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 60
+STOP_SECONDS = 10
 
 
 def main() -> None:
@@ -64,8 +65,7 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
     if args.data == "synthetic":
         mirror = folder / "mirror"
         checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
-        params["mnist_sha256"] = {key: checksums[name] for key, name in MNIST_FILES.items()}
-        params["mnist_mirrors"] = []
+        params.update(mirror_params(checksums))
     params["split"] = {"train_size": args.train_size, "valid_size": args.valid_size}
     params["train"]["epochs"] = args.epochs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -110,7 +110,7 @@ def finished_experiments(repo: Path) -> int:
     """Experiments that ran to the end, successful or not, as DVC's queue workers log them: celery
     logs one ``Task ...run_exp[ID] succeeded`` (or ``raised``) line per experiment, once its results
     are collected."""
-    logs = (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.out")
+    logs = (repo / CELERY_FOLDER).glob("dvc-exp-worker-*.out")
     return sum(
         1
         for log in logs
@@ -120,10 +120,10 @@ def finished_experiments(repo: Path) -> int:
 
 
 def stop_workers(repo: Path, env: dict[str, str]) -> None:
-    """``dvc queue stop``, then a kill for any worker still alive (DVC keeps their pids beside their logs)."""
+    """``dvc queue stop``, then a kill for any worker still alive ``STOP_SECONDS`` later."""
     run(["dvc", "queue", "stop"], repo, env)
-    time.sleep(GRACE_SECONDS / 6)
-    for pid_file in (repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+    time.sleep(STOP_SECONDS)
+    for pid_file in (repo / CELERY_FOLDER).glob("dvc-exp-worker-*.pid"):
         pid = int(pid_file.read_text())
         try:
             alive = b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()

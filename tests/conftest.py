@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.core.params import MNIST_FILES
-from tests.synthetic import write_mirror
+from tests.synthetic import mirror_params, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = (
@@ -37,8 +36,7 @@ def mirror(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def small_params(checksums: dict[str, str]) -> dict:
     """The project's params.yaml, scaled down to the synthetic data: seconds, not minutes."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["mnist_sha256"] = {key: checksums[name] for key, name in MNIST_FILES.items()}
-    params["mnist_mirrors"] = []
+    params.update(mirror_params(checksums))
     params["split"] = {"train_size": 800, "valid_size": 200}
     params["train"] = {"epochs": 3, "batch_size": 50}
     params["device"] = "cpu"

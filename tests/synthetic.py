@@ -9,6 +9,7 @@ import torch
 
 from stages.core.idx import encode_idx
 from stages.core.mirrors import sha256
+from stages.core.params import MNIST_FILES
 
 
 # Bright rectangles (top, bottom, left, right; inclusive) in the 20x20 box where MNIST puts its
@@ -66,3 +67,9 @@ def write_mirror(folder: Path, train_count: int = 1000, test_count: int = 200) -
     for name, content in contents.items():
         (folder / f"{name}.gz").write_bytes(gzip.compress(content, mtime=0))
     return {name: sha256(content) for name, content in contents.items()}
+
+
+def mirror_params(checksums: dict[str, str]) -> dict:
+    """The params.yaml entries for a mirror that ``write_mirror`` made: its checksums, and no public
+    mirror to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
+    return {"mnist_sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mnist_mirrors": []}
