@@ -26,14 +26,14 @@ def main() -> None:
     counts = [int(count) for count in args.counts.split(",")]
     params, device, train, _ = common.setup(args)
     print(common.describe(device, args.counts))
-    features, labels = data.as_features(train.images, device), train.labels.to(device)
+    rows, labels = data.as_rows(train.images, device), train.labels.to(device)
     orders = common.epoch_orders(len(train), params.seed, args.repeats)
     for name in common.ARCHITECTURES:
         models = common.same_init_models(params.architectures[name], len(counts), device)
         runs = {}
         for count, model in zip(counts, models):
             optimizer = build_optimizer(params.optimizers[args.optimizer], model.parameters())
-            epoch = common.in_memory_epoch(model, optimizer, features, labels)
+            epoch = common.in_memory_epoch(model, optimizer, rows, labels)
             runs[f"{count} threads"] = at_threads(count, epoch, orders)
         times = common.alternate(runs, args.repeats)
         first = times[f"{counts[0]} threads"]

@@ -1,9 +1,10 @@
 """Train epochs and validation: the tutorial's per-image loop against the project's in-memory one.
 
 Both run in this process, alternating, on the same data in the same order from the same initial
-weights; the weights are compared bitwise after the timings. Three more loops are timed beside
-them, to show where an epoch goes: the project's steps alone (forward, loss, gradients and
-optimizer on consecutive slices, with no shuffle), the tutorial's autograd step on the same slices
+weights; the weights are compared bitwise after the timings. Four more loops are timed beside
+them, to show where an epoch goes: the epoch with the split held as floats (what keeping it as
+uint8 saves), the project's steps alone (forward, loss, gradients and optimizer on consecutive
+slices, each scaled to floats, with no shuffle), the tutorial's autograd step on the same slices
 (what taking the gradients by hand saves), and the matrix-multiply floor, the epoch's GEMMs alone
 (forward addmm, backward matmuls of each Linear at the training batch size, each batch read from
 the split), which no loop can beat.
@@ -11,6 +12,7 @@ the split), which no loop can beat.
     python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
     python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
     python -m benchmarks.bench_training --peak-memory --data real --raw data/raw
+    python -m benchmarks.bench_training --kernels --threads 2 --data real --raw data/raw
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +35,7 @@ from stages.core import data
 from stages.core.models import Architecture
 from stages.core.optimizers import build_optimizer
 from stages.core.params import Params
-from stages.core.training import evaluate, train_in_order
+from stages.core.training import evaluate, scaled_batches, train_steps
 
 # Speed-up targets from the issue (tutorial/in-memory): per architecture, and for validation.
 TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0)))
@@ -40,6 +43,7 @@ VALIDATION_TARGET = 15.0
 FLOOR_TARGET = 1.5
 PEAK_MEMORY_TARGET_BYTES = 1.5e9
 TUTORIAL_EVAL_BATCH_SIZE = 100
+MATRIX_PRODUCTS = ("aten::addmm", "aten::mm")  # the ATen ops of the matmul floor
 
 
 def main() -> None:
@@ -47,11 +51,18 @@ def main() -> None:
     parser.add_argument("--optimizer", default="sgd", help="a name under optimizers in params.yaml")
     parser.add_argument("--peak-memory", action="store_true", help="only the train stage's peak RSS, in a child")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the train stage for --peak-memory")
+    parser.add_argument("--kernels", action="store_true", help="only an in-memory epoch's CPU time by ATen op")
     args = parser.parse_args()
+    if args.kernels and args.device != "cpu":
+        parser.error(f"--kernels breaks down CPU time; got --device {args.device}, valid: cpu")
     params, device, train, valid = common.setup(args)
     print(common.describe(device, args.threads))
     if args.peak_memory:
         report_peak_memory(args, train, valid)
+        return
+    if args.kernels:
+        for name in TRAIN_TARGETS:
+            report_kernels(params, name, args.optimizer, train)
         return
     print(f"{args.data} data: {len(train):,} training, {len(valid):,} validation images; {args.repeats} repeats")
     models = [compare_training(params, name, args.optimizer, train, device, args.repeats) for name in TRAIN_TARGETS]
@@ -63,36 +74,42 @@ def compare_training(
 ) -> torch.nn.Module:
     """Times one epoch of each loop and the floor; returns the trained in-memory model."""
     architecture = params.architectures[name]
-    fast, slow, in_order, autograd = common.same_init_models(architecture, 4, device)
+    fast, slow, floats, in_order, autograd = common.same_init_models(architecture, 5, device)
     spec = params.optimizers[optimizer]
-    slow_optimizer, in_order_optimizer, autograd_optimizer = (
-        build_optimizer(spec, model.parameters()) for model in (slow, in_order, autograd)
+    slow_optimizer, floats_optimizer, in_order_optimizer, autograd_optimizer = (
+        build_optimizer(spec, model.parameters()) for model in (slow, floats, in_order, autograd)
     )
-    features, labels = data.as_features(train.images, device), train.labels.to(device)
-    fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), features, labels)
+    rows, labels = data.as_rows(train.images, device), train.labels.to(device)
+    features = data.scale(rows)
+    fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), rows, labels)
     dataset = reference.PerImageDataset(train.images, train.labels)
     orders = common.epoch_orders(len(train), params.seed, repeats)
-    slices = [(features[start : start + BATCH_SIZE], labels[start : start + BATCH_SIZE])
-              for start in range(0, len(labels), BATCH_SIZE)]
+    floats_epoch = float_rows_epoch(floats, floats_optimizer, features, labels)
     floor = matmul_floor(architecture, features)
     variants = {
         "tutorial": lambda r: reference.train_epoch(
             slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device
         ),
         "in-memory": lambda r: fast_epoch(orders[r]),
-        "steps alone": lambda r: train_in_order(in_order, in_order_optimizer, features, labels, BATCH_SIZE),
-        "autograd steps": lambda r: reference.train_epoch(autograd, autograd_optimizer, slices, device),
+        "float rows": lambda r: floats_epoch(orders[r]),
+        "steps alone": lambda r: train_steps(in_order, in_order_optimizer, scaled_batches(rows, labels, BATCH_SIZE)),
+        "autograd steps": lambda r: reference.train_epoch(
+            autograd, autograd_optimizer, scaled_batches(rows, labels, BATCH_SIZE), device
+        ),
         "matmul floor": lambda r: floor(),
     }
     if device.type == "cuda":  # a launch-bound step: one graph replay per step instead of ~40 launches
         graphed = common.same_init_models(architecture, 1, device)[0]
         variants["CUDA graph"] = graphed_epoch(graphed, build_optimizer(spec, graphed.parameters()), features, labels)
     times = common.alternate(variants, repeats)
-    identical = all(torch.equal(a, b) for a, b in zip(fast.parameters(), slow.parameters()))
-    by_hand_is_autograd = all(torch.equal(a, b) for a, b in zip(in_order.parameters(), autograd.parameters()))
+    identical = same_weights(fast, slow)
+    floats_identical = same_weights(fast, floats)
+    by_hand_is_autograd = same_weights(in_order, autograd)
     report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS[name])
     print(f"  matmul floor {common.summary(times['matmul floor'])}; in-memory/floor "
           f"{common.ratio(times['in-memory'], times['matmul floor']):.2f}x (target <= {FLOOR_TARGET}x)")
+    print(f"  float rows (the split as floats, gathered whole each epoch) {common.summary(times['float rows'])}: "
+          f"float rows/in-memory {common.ratio(times['float rows'], times['in-memory']):.2f}x")
     print(f"  steps alone (no shuffle, no gather) {common.summary(times['steps alone'])}: "
           f"in-memory/steps {common.ratio(times['in-memory'], times['steps alone']):.2f}x, "
           f"steps/floor {common.ratio(times['steps alone'], times['matmul floor']):.2f}x")
@@ -101,11 +118,30 @@ def compare_training(
           f"tutorial/autograd {common.ratio(times['tutorial'], times['autograd steps']):.1f}x is the most "
           "a loop that takes the gradients by autograd can reach")
     print(f"  weights after {repeats} epochs bitwise identical: in-memory and tutorial {identical}, "
-          f"steps by hand and by autograd {by_hand_is_autograd}")
+          f"in-memory and float rows {floats_identical}, steps by hand and by autograd {by_hand_is_autograd}")
     if "CUDA graph" in times:
         print(f"  in-memory step captured as a CUDA graph: {common.summary(times['CUDA graph'])}; "
               f"{common.ratio(times['in-memory'], times['CUDA graph']):.2f}x faster than in-memory")
     return fast
+
+
+def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+
+
+def float_rows_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
+) -> Callable[[torch.Tensor], float]:
+    """The in-memory epoch as it was before the rows stayed uint8: the split as floats, gathered
+    whole each epoch into reused buffers, batches sliced from the copy with nothing to scale."""
+    shuffled = (torch.empty_like(features), torch.empty_like(labels))
+
+    def epoch(order: torch.Tensor) -> float:
+        x, y = (torch.index_select(t, 0, order, out=out) for t, out in zip((features, labels), shuffled))
+        starts = range(0, len(y), BATCH_SIZE)
+        return train_steps(model, optimizer, ((x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in starts))
+
+    return epoch
 
 
 def compare_validation(model: torch.nn.Module, valid: data.Subset, device: torch.device, repeats: int) -> None:
@@ -186,6 +222,32 @@ def graphed_epoch(
             graph.replay()
 
     return epoch
+
+
+def report_kernels(params: Params, name: str, optimizer: str, train: data.Subset) -> None:
+    """Profiles one in-memory epoch and sums each ATen op's own CPU time: the matrix products
+    against every other op. Their sum over the products is what the epoch would take over the
+    floor with no interpreter time at all, the part of the floor ratio that no Python can remove.
+    The profiler adds a little to each op, most to the smallest."""
+    model = common.same_init_models(params.architectures[name], 1, torch.device("cpu"))[0]
+    optimizer_ = build_optimizer(params.optimizers[optimizer], model.parameters())
+    rows = data.as_rows(train.images, torch.device("cpu"))
+    epoch = common.in_memory_epoch(model, optimizer_, rows, train.labels)
+    warm_up, profiled = common.epoch_orders(len(train), params.seed, 2)
+    epoch(warm_up)  # the shuffle buffers' first touch and the BLAS's first calls stay out
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        started = time.perf_counter()
+        epoch(profiled)
+        seconds = time.perf_counter() - started
+    ops = profile.key_averages()
+    milliseconds = {op.key: op.self_cpu_time_total / 1e3 for op in ops if op.key.startswith("aten::")}
+    products = sum(milliseconds.pop(op, 0.0) for op in MATRIX_PRODUCTS)
+    others = sum(milliseconds.values())
+    largest = sorted(milliseconds.items(), key=lambda item: -item[1])[:8]
+    print(f"{name}, one profiled in-memory epoch ({seconds * 1e3:.1f} ms under the profiler): matrix products "
+          f"{products:.1f} ms, other ATen ops {others:.1f} ms; (products + others) / products "
+          f"{(products + others) / products:.2f}x (floor target <= {FLOOR_TARGET}x)")
+    print("  largest others: " + ", ".join(f"{op.removeprefix('aten::')} {ms:.1f}" for op, ms in largest))
 
 
 def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data.Subset) -> None:

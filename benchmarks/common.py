@@ -111,8 +111,8 @@ def epoch_orders(count: int, seed: int, repeats: int) -> list[torch.Tensor]:
 
 
 def in_memory_epoch(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor
 ) -> Callable[[torch.Tensor], float]:
     """``train_epoch`` as ``fit`` calls it: the shuffle buffers allocated once, reused every epoch."""
-    shuffled = (torch.empty_like(features), torch.empty_like(labels))
-    return lambda order: train_epoch(model, optimizer, features, labels, BATCH_SIZE, order, shuffled)
+    shuffled = (torch.empty_like(rows), torch.empty_like(labels))
+    return lambda order: train_epoch(model, optimizer, rows, labels, BATCH_SIZE, order, shuffled)

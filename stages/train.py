@@ -49,7 +49,7 @@ def main() -> None:
     history = fit(
         model,
         optimizer,
-        train=(data.as_features(train.images, device), train.labels.to(device)),
+        train=(data.as_rows(train.images, device), train.labels.to(device)),
         valid=(data.as_features(valid.images, device), valid.labels.to(device)),
         epochs=params.train.epochs,
         batch_size=params.train.batch_size,

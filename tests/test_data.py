@@ -10,6 +10,8 @@ from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx, encode_idx
 from tests.synthetic import synthetic_digits
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
 
 def test_idx_round_trip_keeps_shape_and_bytes():
     images, labels = synthetic_digits(30, seed=0)
@@ -76,9 +78,11 @@ def test_missing_split_says_which_stage_to_run(tmp_path):
         data.load_subset(tmp_path / "train.pt")
 
 
-def test_features_scale_like_torchvision_to_tensor():
+@pytest.mark.parametrize("device", DEVICES)
+def test_features_scale_like_torchvision_to_tensor(device):
+    """Every pixel value, bitwise as ``ToTensor`` gives it on the CPU, whichever device scales."""
     from torchvision.transforms.functional import to_tensor
 
-    images = synthetic_digits(5, seed=3)[0]
+    images = (torch.arange(2 * 28 * 28) % 256).to(torch.uint8).reshape(2, 28, 28)
     expected = torch.stack([to_tensor(image.numpy()).reshape(-1) for image in images])
-    assert torch.equal(data.as_features(images, torch.device("cpu")), expected)
+    assert torch.equal(data.as_features(images, torch.device(device)).cpu(), expected)

@@ -50,16 +50,27 @@ def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None
 @pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda architecture: architecture.name)
 def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
     """``fit`` against the tutorial loop fed fit's own orders: a seeded permutation per epoch."""
+    assert_fit_matches_reference(digits, architecture, spec, BATCH_SIZE)
+
+
+def test_a_short_last_batch_trains_as_in_the_reference(digits):
+    """600 images in batches of 64: the last step takes 24, scaled into part of the reused buffer."""
+    assert_fit_matches_reference(digits, ARCHITECTURES[0], OPTIMIZERS[0], batch_size=64)
+
+
+def assert_fit_matches_reference(
+    digits: tuple[torch.Tensor, torch.Tensor], architecture: Architecture, spec: OptimizerSpec, batch_size: int
+) -> None:
     images, labels = digits
     fast, slow = twin_models(architecture)
     fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
-    features = data.as_features(images, CPU)
-    history = fit(fast, fast_optimizer, (features, labels), (features, labels), EPOCHS, BATCH_SIZE, SEED)
+    train, valid = (data.as_rows(images, CPU), labels), (data.as_features(images, CPU), labels)
+    history = fit(fast, fast_optimizer, train, valid, EPOCHS, batch_size, SEED)
     dataset = reference.PerImageDataset(images, labels)
     shuffle = torch.Generator().manual_seed(SEED)
     for result in history:
         order = torch.randperm(len(labels), generator=shuffle)
-        loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, order), CPU)
+        loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, batch_size, order), CPU)
         assert result.train_loss == pytest.approx(loss, abs=1e-6)
     assert_same_weights(fast, slow)
 
@@ -68,10 +79,9 @@ def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
 def test_fast_evaluation_matches_the_reference(digits, architecture):
     images, labels = digits
     model, _ = twin_models(architecture)
-    features = data.as_features(images, CPU)
     optimizer = build_optimizer(OPTIMIZERS[0], model.parameters())
-    train_epoch(model, optimizer, features, labels, 10, torch.arange(len(labels)))  # past chance
-    fast = evaluate(model, features, labels)
+    train_epoch(model, optimizer, data.as_rows(images, CPU), labels, 10, torch.arange(len(labels)))  # past chance
+    fast = evaluate(model, data.as_features(images, CPU), labels)
     dataset = reference.PerImageDataset(images, labels)
     loss, accuracy = reference.evaluate(model, reference.loader(dataset, BATCH_SIZE), CPU)
     assert accuracy > 0.5  # a trained model: predictions of every class, not one
@@ -82,9 +92,9 @@ def test_fast_evaluation_matches_the_reference(digits, architecture):
 def test_shuffle_buffers_only_save_time(digits):
     """``train_epoch`` without buffers (a fresh copy per epoch) trains exactly as with them."""
     images, labels = digits
-    features = data.as_features(images, CPU)
+    rows = data.as_rows(images, CPU)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))
     models = twin_models(ARCHITECTURES[1])
-    for model, out in zip(models, (None, (torch.empty_like(features), torch.empty_like(labels)))):
-        train_epoch(model, build_optimizer(OPTIMIZERS[0], model.parameters()), features, labels, BATCH_SIZE, order, out)
+    for model, out in zip(models, (None, (torch.empty_like(rows), torch.empty_like(labels)))):
+        train_epoch(model, build_optimizer(OPTIMIZERS[0], model.parameters()), rows, labels, BATCH_SIZE, order, out)
     assert_same_weights(*models)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,24 @@ def load_subset(path: Path) -> Subset:
     return Subset(saved["images"], saved["labels"], saved["source_indices"])
 
 
+def as_rows(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The images as stored (uint8), one 784-row each, on ``device``: what training shuffles, a
+    quarter of the bytes of features."""
+    return images.to(device).reshape(len(images), -1)
+
+
+def scale(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1], bitwise as torchvision's ``ToTensor`` scales on the CPU (x / 255);
+    into ``out`` if given. The divisor is a tensor on the rows' device, not a number: CUDA divides
+    by a number as a product with its reciprocal, one bit off for 126 of the 256 pixel values."""
+    return torch.div(rows, _max_pixel_value(rows.device), out=out)
+
+
+@functools.cache
+def _max_pixel_value(device: torch.device) -> torch.Tensor:
+    return torch.tensor(255.0, device=device)
+
+
 def as_features(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 -> float32 in [0, 1], exactly as torchvision's ``ToTensor`` scales, flattened to 784."""
-    return images.to(device).reshape(len(images), -1).to(torch.float32).div(255)
+    """Images as the models take them: 784 floats each, scaled as ``ToTensor`` scales."""
+    return scale(as_rows(images, device))

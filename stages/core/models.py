@@ -37,7 +37,7 @@ class Architecture:
 
 def build_model(architecture: Architecture) -> nn.Sequential:
     """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives
-    the tutorial's initial weights. Inputs are 784-vectors (``data.as_features`` flattens once):
+    the tutorial's initial weights. Inputs are 784-vectors (``data.as_rows`` flattens once):
     a ``Flatten`` layer would cost a module call at every step."""
     sizes = architecture.layer_sizes
     layers: list[nn.Module] = []

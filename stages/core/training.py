@@ -1,15 +1,16 @@
 """The training loop and evaluation, over data held as whole tensors on the device.
 
-The whole split is one float tensor; each epoch draws a seeded permutation, copies the split in
-that order, and takes batches as slices of the copy. Batch for batch this is the tutorial's
-``DataLoader(shuffle=True)`` loop without the per-image conversion, and with its gradients taken
-by hand (``backprop``) instead of by autograd; it gives bitwise the same weights for the same order
-(tests/test_equivalence.py; benchmarks/bench_training.py times both).
+The training split stays as stored, one uint8 row per image; each epoch draws a seeded
+permutation, copies the rows in that order, and takes batches as slices of the copy, each scaled to
+floats as torchvision's ``ToTensor`` scales, into one buffer that every step reuses. Batch for
+batch this is the tutorial's ``DataLoader(shuffle=True)`` loop without the per-image conversion,
+and with its gradients taken by hand (``backprop``) instead of by autograd; it gives bitwise the
+same weights for the same order (tests/test_equivalence.py; benchmarks/bench_training.py times both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from stages.core import data
 from stages.core.backprop import cross_entropy_gradients
 
 EVAL_BATCH_SIZE = 10_000
@@ -59,42 +61,50 @@ class EpochResult:
 def train_epoch(
     model: nn.Sequential,
     optimizer: torch.optim.Optimizer,
-    features: torch.Tensor,
+    rows: torch.Tensor,
     labels: torch.Tensor,
     batch_size: int,
     order: torch.Tensor,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> float:
-    """One pass in ``order``; returns the mean loss over images.
+    """One pass over ``rows`` (``data.as_rows``) in ``order``; returns the mean loss over images.
 
-    One gather per epoch into ``out`` (buffers like ``features`` and ``labels``) replaces one per
-    step; pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations
-    and faulting in a fresh 150 MB copy would cost more than the gathers it saves."""
-    order = order.to(features.device)
-    features_out, labels_out = out or (None, None)
-    features = torch.index_select(features, 0, order, out=features_out)
+    One gather per epoch into ``out`` (buffers like ``rows`` and ``labels``) replaces one per step;
+    pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations and
+    faulting in a fresh copy would cost more than the gathers it saves. Gathering bytes rather than
+    floats moves a quarter of the data: on one thread a ``mlp_20_sigmoid`` epoch takes 10% less
+    (``benchmarks/bench_training.py`` times both)."""
+    order = order.to(rows.device)
+    rows_out, labels_out = out or (None, None)
+    rows = torch.index_select(rows, 0, order, out=rows_out)
     labels = torch.index_select(labels, 0, order, out=labels_out)
-    return train_in_order(model, optimizer, features, labels, batch_size)
+    return train_steps(model, optimizer, scaled_batches(rows, labels, batch_size))
 
 
-def train_in_order(
-    model: nn.Sequential,
-    optimizer: torch.optim.Optimizer,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
+def scaled_batches(
+    rows: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive batches, each scaled into the same float buffer: it stays in cache for the
+    step's matrix products, and a step is done with it before the next batch overwrites it."""
+    features = torch.empty(batch_size, rows.shape[1], device=rows.device)
+    for start in range(0, len(labels), batch_size):
+        batch = rows[start : start + batch_size]
+        yield data.scale(batch, out=features[: len(batch)]), labels[start : start + batch_size]
+
+
+def train_steps(
+    model: nn.Sequential, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
 ) -> float:
-    """One pass over consecutive slices, a step on each: the part of an epoch that no way of feeding
-    the data can remove. The batch losses stay on the device, so a step never waits for the GPU."""
+    """A step on each (features, labels) batch; returns the mean loss over images. The batch
+    losses stay on the device until the end, so a step never waits for the GPU."""
     model.train()
-    starts = range(0, len(labels), batch_size)
-    batch_losses = torch.empty(len(starts), device=features.device)
-    for step, start in enumerate(starts):
-        loss = cross_entropy_gradients(model, features[start : start + batch_size], labels[start : start + batch_size])
+    losses, sizes = [], []
+    for features, labels in batches:
+        losses.append(cross_entropy_gradients(model, features, labels))
         optimizer.step()
-        batch_losses[step] = loss  # one copy per step; weighting waits for the epoch's end
-    batch_sizes = torch.tensor([min(batch_size, len(labels) - start) for start in starts], device=features.device)
-    return ((batch_losses * batch_sizes).sum() / len(labels)).item()
+        sizes.append(len(labels))
+    weights = torch.tensor(sizes, device=losses[0].device)
+    return ((torch.stack(losses) * weights).sum() / sum(sizes)).item()
 
 
 @torch.inference_mode()
@@ -123,8 +133,10 @@ def fit(
     seed: int,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> list[EpochResult]:
-    """Train for ``epochs``, validating after each; the shuffle has its own generator, so the order
-    of the images depends on the seed alone, not on how the model was initialised."""
+    """Train for ``epochs``, validating after each. ``train`` holds rows as stored (``data.as_rows``),
+    shuffled and scaled batch by batch; ``valid`` holds features (``data.as_features``), read whole
+    after every epoch. The shuffle has its own generator, so the order of the images depends on the
+    seed alone, not on how the model was initialised."""
     shuffle = torch.Generator().manual_seed(seed)
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
     history = []
