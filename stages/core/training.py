@@ -72,7 +72,7 @@ def train_epoch(
     One gather per epoch into ``out`` (buffers like ``rows`` and ``labels``) replaces one per step;
     pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations and
     faulting in a fresh copy would cost more than the gathers it saves. Gathering bytes rather than
-    floats moves a quarter of the data: on one thread a ``mlp_20_sigmoid`` epoch takes 10% less
+    floats moves a quarter of the data: on one thread a ``mlp_20_sigmoid`` epoch takes 7-10% less
     (``benchmarks/bench_training.py`` times both)."""
     order = order.to(rows.device)
     rows_out, labels_out = out or (None, None)
