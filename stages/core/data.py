@@ -79,9 +79,11 @@ def as_rows(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def scale(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 -> float32 in [0, 1], bitwise as torchvision's ``ToTensor`` scales on the CPU (x / 255);
-    into ``out`` if given. The divisor is a tensor on the rows' device, not a number: CUDA divides
+    into ``out`` if given. Cast, then divided in place: a division straight from uint8 would cast
+    into a temporary first. The divisor is a tensor on the rows' device, not a number: CUDA divides
     by a number as a product with its reciprocal, one bit off for 126 of the 256 pixel values."""
-    return torch.div(rows, _max_pixel_value(rows.device), out=out)
+    features = torch.empty_like(rows, dtype=torch.float32) if out is None else out
+    return features.copy_(rows).div_(_max_pixel_value(rows.device))
 
 
 @functools.cache
