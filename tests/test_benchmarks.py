@@ -4,21 +4,19 @@ measurement. (``bench_queue`` takes minutes even so, and is left to be run by ha
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
 import sys
 
 from benchmarks.common import ARCHITECTURES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Project
 
 SMALL = ("--data", "synthetic", "--train-size", "600", "--valid-size", "200", "--repeats", "1")
 
 
 def run_benchmark(module: str, *args: str) -> str:
-    command = [sys.executable, "-m", f"benchmarks.{module}", *SMALL, *args]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}:\n{result.stderr}"
-    return result.stdout
+    """The benchmark's output, run from this checkout (it writes nothing there)."""
+    return Project(ROOT, dict(os.environ)).run(sys.executable, "-m", f"benchmarks.{module}", *SMALL, *args).stdout
 
 
 def test_bench_training_times_each_loop_and_finds_the_weights_bitwise_equal():
