@@ -24,6 +24,7 @@ OPTIMIZERS = (
     OptimizerSpec("adagrad", "adagrad", {"lr": 0.01}),
     OptimizerSpec("rmsprop", "rmsprop", {"lr": 0.001}),
     OptimizerSpec("adam", "adam", {"lr": 0.001}),
+    OptimizerSpec("adam_fused", "adam", {"lr": 0.001, "fused": True}),  # README's tip: any torch keyword
 )
 BATCH_SIZE = 100
 EPOCHS = 2
