@@ -1,1 +1,3 @@
-"""Benchmarks of the training loop against the tutorial's; run each as ``python -m benchmarks.<name>``."""
+"""Benchmarks of the training loop; run each as ``python -m benchmarks.<name>``."""
+
+import stages  # noqa: F401  (pins torch's numerics before any benchmark imports torch)

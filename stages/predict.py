@@ -19,8 +19,7 @@ import torch
 
 from stages.core import data, runtime
 from stages.core.errors import PipelineError, run_stage
-from stages.core.models import load_model
-from stages.core.params import load_params
+from stages.core.params import load_model_for, load_params
 from stages.core.preprocess import load_digit
 from stages.core.training import probabilities
 
@@ -39,7 +38,7 @@ class Prediction:
     @classmethod
     def from_probabilities(cls, name: str, probs: torch.Tensor, label: int | None) -> Prediction:
         values, digits = probs.topk(TOP)
-        top = [{"digit": digit, "probability": value} for digit, value in zip(digits.tolist(), values.tolist())]
+        top = [{"digit": d, "probability": p} for d, p in zip(digits.tolist(), values.tolist(), strict=True)]
         return cls(name, digits[0].item(), top, label)
 
     def line(self) -> str:
@@ -61,16 +60,16 @@ def main() -> None:
         parser.error("give at least one image file or --index")
 
     params = load_params(args.params)
-    device = runtime.configure(params.seed, params.threads, params.device)
+    device = runtime.configure(params.threads, params.device, params.numerics)
     inputs = [(str(path), load_digit(path), None) for path in args.images]
     if args.index:
         test = data.load_subset(args.split / "test.pt")
         inputs += [(f"test[{index}]", *test_set_image(test, index)) for index in args.index]
-    model = load_model(args.model, params.architecture, device)
+    model = load_model_for(params, args.model, device).model
 
     images = torch.stack([image for _, image, _ in inputs])
     probs = probabilities(model, data.as_features(images, device))
-    predictions = [Prediction.from_probabilities(name, row, label) for (name, _, label), row in zip(inputs, probs)]
+    predictions = [Prediction.from_probabilities(name, row, label) for (name, _, label), row in zip(inputs, probs, strict=True)]
     if args.json:
         print(json.dumps([asdict(prediction) for prediction in predictions], indent=2))
     else:

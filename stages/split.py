@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.core import data, figures
+from stages.core import atomic, data, figures
 from stages.core.errors import run_stage
 from stages.core.params import load_params
 
@@ -23,13 +23,14 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     train, valid = data.split_train_valid(
-        data.read_mnist(args.raw, "train"), params.split.train_size, params.split.valid_size, params.seed
+        data.read_mnist(args.raw, "train"), params.split.train_size, params.split.valid_size, params.split.seed
     )
     test = data.read_mnist(args.raw, "t10k")
-    for name, subset in zip(data.SUBSETS, (train, valid, test)):
-        data.save_subset(subset, args.out / f"{name}.pt")
-        print(f"{name}: {len(subset):,} images")
-    figures.write_png(args.samples, figures.samples_figure(train.images, train.labels))
+    with atomic.Outputs() as outputs:
+        for name, subset in zip(data.SUBSETS, (train, valid, test), strict=True):
+            outputs.bytes(args.out / f"{name}.pt", data.subset_bytes(subset))
+            print(f"{name}: {len(subset):,} images")
+        outputs.bytes(args.samples, figures.png_bytes(figures.samples_figure(train.images, train.labels)))
 
 
 if __name__ == "__main__":

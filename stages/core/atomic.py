@@ -1,4 +1,6 @@
-"""Write-then-rename helpers, so an interrupted or failed stage never leaves a half-written output."""
+"""Write-then-rename, so an interrupted or failed stage never leaves a half-written output, and a
+stage's outputs are replaced together: readers see the last run's set or the new one, never a mix.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +8,112 @@ import csv
 import io
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+
+TEMP_SUFFIX = ".tmp"
+DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+class Outputs:
+    """A stage's outputs: each written in full to a temporary file beside its target, then all
+    renamed at once when the ``with`` block ends without an error, with Ctrl-C and termination
+    deferred until the last rename. On an error the temporary files go and the targets stay."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, error_type: type | None, *_: object) -> None:
+        if error_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def bytes(self, path: str | os.PathLike, data: bytes) -> None:
+        self.staged.append((_temporary(Path(path), data), Path(path)))
+
+    def text(self, path: str | os.PathLike, text: str) -> None:
+        self.bytes(path, text.encode("utf-8"))
+
+    def json(self, path: str | os.PathLike, obj: Any) -> None:
+        """Indented, key-ordered as given, newline-terminated: stable bytes for git and ``dvc metrics
+        diff``; a NaN or infinity is an error, since JSON has none."""
+        self.text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+    def csv(self, path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        self.text(path, buffer.getvalue())
+
+    def commit(self) -> None:
+        with _deferred_signals():
+            for temporary, target in self.staged:
+                os.replace(temporary, target)
+        self.staged = []
+
+    def discard(self) -> None:
+        for temporary, _ in self.staged:
+            temporary.unlink(missing_ok=True)
+        self.staged = []
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename; readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Replace one file in one rename."""
+    with Outputs() as outputs:
+        outputs.bytes(path, data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with Outputs() as outputs:
+        outputs.text(path, text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with Outputs() as outputs:
+        outputs.json(path, obj)
+
+
+def _temporary(target: Path, data: bytes) -> Path:
+    """``data`` in a new hidden file beside ``target``, synced to disk. Leftovers of an earlier run
+    that was killed before its renames (``.<name>.*.tmp``) are removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise
+    return Path(name)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Indented, key-ordered as given, newline-terminated: stable bytes for git and ``dvc metrics diff``."""
-    write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
-def save_torch(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` into memory first: the archive is then named the same whatever the file is
-    called, so the bytes are reproducible, and the file appears in one rename."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getvalue())
+@contextmanager
+def _deferred_signals() -> Iterator[None]:
+    """Ctrl-C, termination and hang-up wait until the block ends, then take effect as they would have."""
+    received: list[int] = []
+    try:
+        previous = {number: signal.signal(number, lambda number, _: received.append(number)) for number in DEFERRED_SIGNALS}
+    except ValueError:  # not the main thread, where Python cannot handle signals anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in received:
+            signal.raise_signal(number)

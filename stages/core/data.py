@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from stages.core import atomic
 from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx
+from stages.core.models import IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,11 @@ def split_train_valid(full: Subset, train_size: int, valid_size: int, seed: int)
     return full.select(train), full.select(valid)
 
 
-def save_subset(subset: Subset, path: Path) -> None:
-    atomic.save_torch(
-        path, {"images": subset.images, "labels": subset.labels, "source_indices": subset.source_indices}
-    )
+def subset_bytes(subset: Subset) -> bytes:
+    """The file the split stage writes: saved into memory, so the bytes do not depend on its name."""
+    buffer = io.BytesIO()
+    torch.save({"images": subset.images, "labels": subset.labels, "source_indices": subset.source_indices}, buffer)
+    return buffer.getvalue()
 
 
 def load_subset(path: Path) -> Subset:
@@ -89,6 +91,21 @@ def scale(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
 @functools.cache
 def _max_pixel_value(device: torch.device) -> torch.Tensor:
     return torch.tensor(255.0, device=device)
+
+
+def shifted(rows: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each row's image moved by a seeded whole number of pixels, up to ``max_shift`` each way, the
+    uncovered border black: the augmentation that keeps a digit a digit. The offsets are drawn on
+    the CPU, so a seed gives the same shifts on every device."""
+    images = rows.reshape(len(rows), IMAGE_SIZE, IMAGE_SIZE)
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, len(rows)), generator=generator)
+    shifted = torch.empty_like(images)
+    for dy in range(2 * max_shift + 1):  # one copy per offset: no index tensor the size of the images
+        for dx in range(2 * max_shift + 1):
+            chosen = ((offsets[0] == dy) & (offsets[1] == dx)).nonzero().flatten().to(rows.device)
+            shifted[chosen] = padded[chosen, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]
+    return shifted.reshape(len(rows), -1)
 
 
 def as_features(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -46,27 +46,24 @@ def samples_figure(images: torch.Tensor, labels: torch.Tensor) -> Figure:
     return figure
 
 
-def curves_figure(history: Sequence[EpochResult]) -> Figure:
-    """Losses on one axis, validation accuracy on another: they have different scales."""
+def curves_figure(history: Sequence[EpochResult], kept_epoch: int | None = None) -> Figure:
+    """Losses on one axis, validation accuracy on another: they have different scales. A dotted
+    line marks the epoch the model keeps when it is not the last."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss, accuracy = figure.subplots(1, 2)
     epochs = [result.epoch for result in history]
     loss.plot(epochs, [result.train_loss for result in history], marker="o", label="train")
     loss.plot(epochs, [result.valid_loss for result in history], marker="o", label="validation")
     loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
-    loss.legend()
     accuracy.plot(epochs, [result.valid_accuracy for result in history], marker="o", color="tab:green")
     accuracy.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
     for axes in (loss, accuracy):
+        if kept_epoch is not None and kept_epoch != epochs[-1]:
+            axes.axvline(kept_epoch, color="gray", linestyle=":", label=f"kept (epoch {kept_epoch})")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
+    loss.legend()
     return figure
-
-
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
-    """Counts ``[actual, predicted]``."""
-    pairs = labels.long() * NUM_CLASSES + predictions.long()
-    return torch.bincount(pairs, minlength=NUM_CLASSES * NUM_CLASSES).reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def confusion_figure(counts: torch.Tensor) -> Figure:

@@ -1,9 +1,16 @@
-"""Architectures are data (hidden sizes and an activation); this module turns them into modules."""
+"""Architectures are data, in two families (``mlp`` and ``cnn``); this module turns them into modules,
+summarises them, and saves and loads trained models together with the architecture they have."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import io
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,6 +20,7 @@ from stages.core.errors import PipelineError
 IMAGE_SIZE = 28
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
+MODEL_FORMAT = "mnist-dvc-model/1"
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,29 +31,118 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """An MLP 784 -> hidden... -> 10, one activation after every hidden layer."""
+class MLP:
+    """784 -> hidden... -> 10, the activation (then dropout, if any) after every hidden layer."""
 
     name: str
     hidden: tuple[int, ...]
     activation: str
+    dropout: float = 0.0
+    family: str = "mlp"
 
-    @property
-    def layer_sizes(self) -> tuple[int, ...]:
-        return (INPUT_FEATURES, *self.hidden, NUM_CLASSES)
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """Conv2d -> [BatchNorm2d] -> activation -> [MaxPool2d] -> [Dropout]; 0 turns a part off."""
+
+    channels: int
+    kernel: int
+    padding: int = 0
+    stride: int = 1
+    batch_norm: bool = False
+    pool: int = 0
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class Head:
+    """After the blocks: Flatten, then per hidden size Linear -> [BatchNorm1d] -> activation ->
+    [Dropout], then Linear -> 10."""
+
+    hidden: tuple[int, ...] = ()
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class CNN:
+    name: str
+    activation: str
+    blocks: tuple[ConvBlock, ...]
+    head: Head = Head()
+    family: str = "cnn"
+
+    def feature_maps(self) -> list[tuple[int, int]]:
+        """(channels, side) entering each block and leaving the last: the shapes the head sees.
+        Raises ValueError naming the block whose kernel or pooling no longer fits."""
+        shapes = [(1, IMAGE_SIZE)]
+        for index, block in enumerate(self.blocks):
+            side = (shapes[-1][1] + 2 * block.padding - block.kernel) // block.stride + 1
+            if side < 1:
+                raise ValueError(f"blocks[{index}]: kernel {block.kernel} does not fit a {shapes[-1][1]}x{shapes[-1][1]} map")
+            if block.pool:
+                if side < block.pool:
+                    raise ValueError(f"blocks[{index}]: pool {block.pool} does not fit a {side}x{side} map")
+                side //= block.pool
+            shapes.append((block.channels, side))
+        return shapes
+
+
+Architecture = MLP | CNN
+
+
+def to_dict(architecture: Architecture) -> dict[str, Any]:
+    """Plain data, as params.yaml spells it (and as a saved model carries it)."""
+    return {key: _plain(value) for key, value in asdict(architecture).items() if key != "name"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 def build_model(architecture: Architecture) -> nn.Sequential:
-    """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives
-    the tutorial's initial weights. Inputs are 784-vectors (``data.as_rows`` flattens once):
-    a ``Flatten`` layer would cost a module call at every step."""
-    sizes = architecture.layer_sizes
+    """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives the
+    tutorial's initial weights. Inputs are rows of 784 pixels (``data.as_rows``): an MLP takes them
+    as they are, a CNN views them as 1x28x28 images first."""
+    return FAMILIES[architecture.family](architecture)
+
+
+def _mlp(architecture: MLP) -> nn.Sequential:
+    sizes = (INPUT_FEATURES, *architecture.hidden)
     layers: list[nn.Module] = []
-    for index, (inputs, outputs) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(inputs, outputs))
-        if index < len(sizes) - 2:
-            layers.append(ACTIVATIONS[architecture.activation]())
-    return nn.Sequential(*layers)
+    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(inputs, outputs), ACTIVATIONS[architecture.activation]()]
+        layers += [nn.Dropout(architecture.dropout)] if architecture.dropout else []
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
+
+
+def _cnn(architecture: CNN) -> nn.Sequential:
+    activation = ACTIVATIONS[architecture.activation]
+    shapes = architecture.feature_maps()
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, IMAGE_SIZE, IMAGE_SIZE))]
+    for (channels, _), block in zip(shapes, architecture.blocks):
+        layers.append(nn.Conv2d(channels, block.channels, block.kernel, block.stride, block.padding, bias=not block.batch_norm))
+        layers += [nn.BatchNorm2d(block.channels)] if block.batch_norm else []
+        layers.append(activation())
+        layers += [nn.MaxPool2d(block.pool)] if block.pool else []
+        layers += [nn.Dropout(block.dropout)] if block.dropout else []
+    channels, side = shapes[-1]
+    head = architecture.head
+    sizes = (channels * side * side, *head.hidden)
+    layers.append(nn.Flatten())
+    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+        layers.append(nn.Linear(inputs, outputs, bias=not head.batch_norm))
+        layers += [nn.BatchNorm1d(outputs)] if head.batch_norm else []
+        layers.append(activation())
+        layers += [nn.Dropout(head.dropout)] if head.dropout else []
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
+
+
+FAMILIES: dict[str, Callable[[Any], nn.Sequential]] = {"mlp": _mlp, "cnn": _cnn}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -62,15 +159,18 @@ class LayerSummary:
 
 @torch.inference_mode()
 def summarize(model: nn.Sequential) -> list[LayerSummary]:
-    """Each layer's output shape, found by passing one dummy image through the layers in turn."""
-    device = next(model.parameters()).device
-    activations = torch.zeros(1, INPUT_FEATURES, device=device)
+    """Each layer's output shape, found by passing two blank images through the layers in turn
+    (two, so batch norm in training mode has a batch to normalise), in eval mode."""
+    training = model.training
+    model.eval()
+    activations = torch.zeros(2, INPUT_FEATURES, device=next(model.parameters()).device)
     layers = []
     for position, layer in enumerate(model, start=1):
         activations = layer(activations)
         layers.append(
             LayerSummary(f"{type(layer).__name__}-{position}", tuple(activations.shape[1:]), count_parameters(layer))
         )
+    model.train(training)
     return layers
 
 
@@ -99,15 +199,77 @@ def summary_table(model: nn.Sequential) -> str:
     )
 
 
-def load_model(path: Path, architecture: Architecture, device: torch.device) -> nn.Sequential:
-    """The state dict that ``train`` saved, loaded without unpickling code, into ``architecture``."""
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model as ``train`` saved it: the weights with the architecture they belong to, and the run
+    (its params and their digest) they came from."""
+
+    model: nn.Sequential
+    architecture: Architecture
+    run: Mapping[str, Any]
+    params_digest: str
+    sha256: str
+    """Of the file's bytes: what evaluate records as the model it tested."""
+
+
+def model_bytes(model: nn.Module, architecture: Architecture, run: Mapping[str, Any], params_digest: str) -> bytes:
+    """The file ``train`` writes: plain data and tensors only, so it loads with ``weights_only=True``;
+    saved into memory, so the bytes do not depend on the file's name."""
+    buffer = io.BytesIO()
+    payload = {
+        "format": MODEL_FORMAT,
+        "architecture": {"name": architecture.name, **to_dict(architecture)},
+        "run": dict(run),
+        "params_digest": params_digest,
+        "state_dict": model.state_dict(),
+    }
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def load_trained(
+    path: Path,
+    device: torch.device,
+    parse: Callable[[str, Mapping[str, Any]], Architecture],
+    expected: Architecture | None = None,
+) -> TrainedModel:
+    """The model in ``path``, without unpickling code. ``parse`` turns the architecture it carries
+    back into a dataclass (``params.parse_architecture``); with ``expected``, a model of any other
+    architecture is an error naming both."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: train a model first (dvc repro train)") from None
-    model = build_model(architecture).to(device)
+    except IsADirectoryError:
+        raise PipelineError(f"{path} is a directory, not a model file") from None
     try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise PipelineError(f"{path} does not fit architecture {architecture.name!r}; retrain it (dvc repro)") from None
-    return model.eval()
+        saved = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+            raise ValueError("not a model file of this project")
+        spec = dict(saved["architecture"])
+        architecture = parse(spec.pop("name"), spec)
+        if expected is None or architecture == expected:
+            model = build_model(architecture).to(device)
+            model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, ValueError, KeyError, TypeError, EOFError, PipelineError, pickle.UnpicklingError,
+            zipfile.BadZipFile):  # fmt: skip
+        raise PipelineError(
+            f"{path} is not a model saved by this project's train stage (empty, truncated or foreign): "
+            "retrain it (dvc repro train)"
+        ) from None
+    if expected is not None and architecture != expected:
+        raise PipelineError(
+            f"{path} holds architecture {architecture.name!r}, but params.yaml asks for {expected.name!r} "
+            f"({_difference(architecture, expected)}): retrain it (dvc repro), or restore the params it was trained with"
+        )
+    return TrainedModel(model.eval(), architecture, saved["run"], saved["params_digest"], sha256(data))
+
+
+def _difference(saved: Architecture, expected: Architecture) -> str:
+    old, new = to_dict(saved), to_dict(expected)
+    keys = [key for key in old | new if old.get(key) != new.get(key)]
+    return "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in params.yaml" for key in keys) or "same layers"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

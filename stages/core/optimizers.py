@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from stages.core.keywords import Keyword, keywords
+
 OPTIMIZER_TYPES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adagrad": torch.optim.Adagrad,
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
 }
 
 
@@ -26,11 +28,11 @@ class OptimizerSpec:
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
 
 
-def hyperparameter_names(optimizer_type: str) -> list[str]:
+def hyperparameters(optimizer_type: str) -> dict[str, Keyword]:
     """The keyword arguments of the torch class, which are exactly what params.yaml may set."""
-    signature = inspect.signature(OPTIMIZER_TYPES[optimizer_type])
-    return [name for name in signature.parameters if name != "params"]
+    return keywords(OPTIMIZER_TYPES[optimizer_type], exclude={"params"})
 
 
 def build_optimizer(spec: OptimizerSpec, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    return OPTIMIZER_TYPES[spec.type](parameters, **spec.hyperparameters)
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.hyperparameters.items()}
+    return OPTIMIZER_TYPES[spec.type](parameters, **values)

@@ -1,24 +1,31 @@
 """params.yaml, validated once into typed objects; every stage reads its params through here.
 
 A bad value raises ``PipelineError`` with one line naming the key, the value and what is allowed,
-before any stage writes anything.
+before any stage writes anything. Unknown keys are errors too, in every section: a misspelt key
+that was silently ignored would make a run that is not what its params say.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from stages.core import numerics
 from stages.core.errors import PipelineError
-from stages.core.models import ACTIVATIONS, Architecture
-from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer, hyperparameter_names
+from stages.core.keywords import Keyword
+from stages.core.models import ACTIVATIONS, CNN, MLP, Architecture, ConvBlock, Head, TrainedModel, load_trained, to_dict
+from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
+from stages.core.optimizers import hyperparameters as optimizer_keywords
+from stages.core.schedules import SCHEDULE_TYPES, ScheduleSpec, build_scheduler
+from stages.core.schedules import hyperparameters as schedule_keywords
 
 MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
     "train_images": "train-images-idx3-ubyte",
@@ -26,8 +33,16 @@ MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+TOP_LEVEL = (
+    "arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate",
+    "grid", "architectures", "optimizers", "schedules", "mnist_sha256", "mnist_mirrors",
+)  # fmt: skip
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+KEEP = ("last", "best")
+MAX_SEED = 2**64 - 1  # torch's generators take unsigned 64-bit seeds
+MAX_THREADS = 1024
+MAX_SHIFT = 8
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class DownloadParams:
 
 @dataclass(frozen=True)
 class SplitParams:
+    seed: int
     train_size: int
     valid_size: int
 
@@ -47,6 +63,12 @@ class SplitParams:
 class TrainParams:
     epochs: int
     batch_size: int
+    keep: str
+    """``last``, or ``best``: the epoch with the best validation accuracy (the earliest on a tie)."""
+    patience: int
+    """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
+    shift: int
+    """Shift each training image by up to this many pixels, seeded, every epoch; 0 leaves them."""
 
 
 @dataclass(frozen=True)
@@ -55,98 +77,311 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class GridRecipe:
+    arch: str
+    optimizer: str
+    schedule: str
+    train: Mapping[str, Any]
+    """Keys of ``train`` that this recipe sets differently."""
+
+
+@dataclass(frozen=True)
+class GridParams:
+    seeds: int
+    """Each recipe is trained with seeds ``seed``, ``seed + 1``, ... ``seed + seeds - 1``."""
+    recipes: Mapping[str, GridRecipe]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything one training run depends on, resolved: what its digest covers and its log records."""
+
+    arch: str
+    architecture: Architecture
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec
+    train: TrainParams
+    seed: int
+    split: SplitParams
+    evaluate: EvaluateParams
+    device: str
+    threads: int
+    numerics: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "architecture": to_dict(self.architecture),
+            "optimizer": {"name": self.optimizer.name, "type": self.optimizer.type, **self.optimizer.hyperparameters},
+            "schedule": {"name": self.schedule.name, "type": self.schedule.type, **self.schedule.hyperparameters},
+            "train": asdict(self.train),
+            "seed": self.seed,
+            "split": asdict(self.split),
+            "evaluate": asdict(self.evaluate),
+            "device": self.device,
+            "threads": self.threads,
+            "numerics": self.numerics,
+        }
+
+    @property
+    def digest(self) -> str:
+        """Of the params this run used, and nothing else: editing an entry it does not use leaves it."""
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class Params:
     arch: str
     optimizer: str
+    schedule: str
     seed: int
     device: str
     threads: int
+    numerics: str
     download: DownloadParams
     split: SplitParams
     train: TrainParams
     evaluate: EvaluateParams
+    grid: GridParams
     architectures: Mapping[str, Architecture]
     optimizers: Mapping[str, OptimizerSpec]
+    schedules: Mapping[str, ScheduleSpec]
+    source: str = "params.yaml"
 
     @property
     def architecture(self) -> Architecture:
         return self.architectures[self.arch]
 
+    def recipe(self, name: str | None = None, seed: int | None = None) -> Recipe:
+        """The single configuration (``name`` None), or grid recipe ``name``; with another ``seed``."""
+        arch, optimizer, schedule, train = self.arch, self.optimizer, self.schedule, self.train
+        if name is not None:
+            if name not in self.grid.recipes:
+                raise PipelineError(f"no grid recipe {name!r}; recipes: {', '.join(self.grid.recipes)}")
+            chosen = self.grid.recipes[name]
+            arch, optimizer, schedule = chosen.arch, chosen.optimizer, chosen.schedule
+            train = replace(train, **chosen.train)
+        return Recipe(
+            arch=arch,
+            architecture=self.architectures[arch],
+            optimizer=self.optimizers[optimizer],
+            schedule=self.schedules[schedule],
+            train=train,
+            seed=self.seed if seed is None else seed,
+            split=self.split,
+            evaluate=self.evaluate,
+            device=self.device,
+            threads=self.threads,
+            numerics=self.numerics,
+        )
+
     @property
-    def optimizer_spec(self) -> OptimizerSpec:
-        return self.optimizers[self.optimizer]
+    def grid_seeds(self) -> list[int]:
+        return [self.seed + offset for offset in range(self.grid.seeds)]
 
 
-def load_params(path: str | Path = "params.yaml", **choices: str | None) -> Params:
-    """``choices`` (``arch=``, ``optimizer=``) replace those keys before validation, so a stage run
-    for one cell of the grid is checked exactly as params.yaml is; ``None`` keeps the file's value."""
+def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path} is a directory, not a params file") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if isinstance(raw, dict):
-        raw.update({key: value for key, value in choices.items() if value is not None})
     return parse_params(raw, source=str(path))
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     root = _Section(raw, source, "")
-    architectures = {
-        name: _architecture(name, section) for name, section in root.mapping("architectures").items()
-    }
+    root.reject_unknown(set(TOP_LEVEL))
+    architectures = {name: _architecture(name, section) for name, section in root.mapping("architectures").items()}
     optimizers = {name: _optimizer(name, section) for name, section in root.mapping("optimizers").items()}
-    split, train, evaluate = (root.section(key) for key in ("split", "train", "evaluate"))
-    device = root.get("device")
-    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
-        root.fail("device", device, f"choose one of: {DEVICE_CHOICES}")
-    return Params(
+    schedules = {name: _schedule(name, section) for name, section in root.mapping("schedules").items()}
+    train = _train(root.section("train"))
+    seed, grid_section = root.integer("seed", 0, MAX_SEED), root.section("grid")
+    grid_section.reject_unknown({"seeds", "recipes"})
+    seeds = grid_section.integer("seeds", 1, 100)
+    if seed + seeds - 1 > MAX_SEED:
+        grid_section.fail("seeds", seeds, f"seed + seeds - 1 must be at most {MAX_SEED}")
+    params = Params(
         arch=root.choice("arch", architectures),
         optimizer=root.choice("optimizer", optimizers),
-        seed=root.integer("seed", minimum=0),
-        device=device,
-        threads=root.integer("threads", minimum=1),
+        schedule=root.choice("schedule", schedules),
+        seed=seed,
+        device=_device(root),
+        threads=root.integer("threads", 1, MAX_THREADS),
+        numerics=root.choice("numerics", numerics.MODES),
         download=DownloadParams(
             mirrors=tuple(root.string_list("mnist_mirrors")),
             sha256=_checksums(root.section("mnist_sha256")),
         ),
-        split=SplitParams(
-            train_size=split.integer("train_size", minimum=1),
-            valid_size=split.integer("valid_size", minimum=1),
-        ),
-        train=TrainParams(
-            epochs=train.integer("epochs", minimum=1),
-            batch_size=train.integer("batch_size", minimum=1),
-        ),
-        evaluate=EvaluateParams(batch_size=evaluate.integer("batch_size", minimum=1)),
+        split=_split(root.section("split")),
+        train=train,
+        evaluate=_evaluate(root.section("evaluate")),
+        grid=GridParams(seeds, {}),
         architectures=architectures,
         optimizers=optimizers,
+        schedules=schedules,
+        source=source,
     )
+    recipes = {
+        str(name): _grid_recipe(params, section) for name, section in grid_section.mapping("recipes").items()
+    }
+    params = replace(params, grid=GridParams(seeds, recipes))
+    _check_combination(params.recipe(), source)
+    for name in recipes:
+        _check_combination(params.recipe(name), f"{source}: grid.recipes.{name}")
+    return params
+
+
+def load_model_for(params: Params, path: Path, device: torch.device) -> TrainedModel:
+    """The model in ``path``, if it was trained with these params: a model of another architecture,
+    or of other params, answers for a run that params.yaml no longer describes."""
+    trained = load_trained(path, device, parse_architecture, expected=params.architecture)
+    if trained.params_digest != params.recipe().digest:
+        raise PipelineError(
+            f"{path} was trained with other params than {params.source}'s (params digest {trained.params_digest}, "
+            f"now {params.recipe().digest}): retrain it (dvc repro train)"
+        )
+    return trained
+
+
+def parse_architecture(name: str, spec: Mapping[str, Any], source: str = "params.yaml") -> Architecture:
+    """One entry of ``architectures``; also how a saved model's architecture is read back."""
+    return _architecture(name, _Section(spec, source, f"architectures.{name}."))
 
 
 def _architecture(name: str, section: _Section) -> Architecture:
-    hidden = section.integer_list("hidden", minimum=1)
-    activation = section.choice("activation", ACTIVATIONS)
-    section.reject_unknown({"hidden", "activation"})
-    return Architecture(name=name, hidden=tuple(hidden), activation=activation)
+    family = section.choice("family", ARCHITECTURE_FAMILIES)
+    return ARCHITECTURE_FAMILIES[family](name, section)
+
+
+def _mlp(name: str, section: _Section) -> MLP:
+    section.reject_unknown({"family", "hidden", "activation", "dropout"})
+    return MLP(
+        name=name,
+        hidden=tuple(section.integer_list("hidden", minimum=1)),
+        activation=section.choice("activation", ACTIVATIONS),
+        dropout=section.fraction("dropout", default=0.0),
+    )
+
+
+def _cnn(name: str, section: _Section) -> CNN:
+    section.reject_unknown({"family", "activation", "blocks", "head"})
+    blocks = []
+    for index, block in enumerate(section.section_list("blocks")):
+        block.reject_unknown({"channels", "kernel", "padding", "stride", "batch_norm", "pool", "dropout"})
+        blocks.append(
+            ConvBlock(
+                channels=block.integer("channels", 1, 4096),
+                kernel=block.integer("kernel", 1, 28),
+                padding=block.integer("padding", 0, 28, default=0),
+                stride=block.integer("stride", 1, 28, default=1),
+                batch_norm=block.boolean("batch_norm", default=False),
+                pool=block.integer("pool", 0, 28, default=0),
+                dropout=block.fraction("dropout", default=0.0),
+            )
+        )
+    head = section.section("head", default={})
+    head.reject_unknown({"hidden", "batch_norm", "dropout"})
+    architecture = CNN(
+        name=name,
+        activation=section.choice("activation", ACTIVATIONS),
+        blocks=tuple(blocks),
+        head=Head(
+            hidden=tuple(head.integer_list("hidden", minimum=1, default=[])),
+            batch_norm=head.boolean("batch_norm", default=False),
+            dropout=head.fraction("dropout", default=0.0),
+        ),
+    )
+    try:
+        architecture.feature_maps()
+    except ValueError as error:
+        raise PipelineError(f"{section.where()}: {error}") from None
+    return architecture
+
+
+ARCHITECTURE_FAMILIES = {"mlp": _mlp, "cnn": _cnn}
 
 
 def _optimizer(name: str, section: _Section) -> OptimizerSpec:
     optimizer_type = section.choice("type", OPTIMIZER_TYPES)
-    allowed = hyperparameter_names(optimizer_type)
-    section.reject_unknown({"type", *allowed})
-    lr = section.number("lr")
-    if not lr > 0:
-        section.fail("lr", lr, "a learning rate must be a number > 0")
-    hyperparameters = {key: value for key, value in section.raw.items() if key != "type"}
-    spec = OptimizerSpec(name=name, type=optimizer_type, hyperparameters=hyperparameters)
+    values = section.keywords(optimizer_keywords(optimizer_type))
+    if "lr" not in values:
+        section.get("lr")  # every entry says its learning rate: the one number a reader looks for
+    if not values["lr"] > 0:
+        section.fail("lr", values["lr"], "a learning rate must be a number > 0")
+    spec = OptimizerSpec(name=name, type=optimizer_type, hyperparameters=values)
     try:  # torch's own checks (negative momentum, betas outside [0, 1), ...), once, at the edge
         build_optimizer(spec, [torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:
         raise PipelineError(f"{section.where()}: {error}") from None
     return spec
+
+
+def _schedule(name: str, section: _Section) -> ScheduleSpec:
+    schedule_type = section.choice("type", SCHEDULE_TYPES)
+    return ScheduleSpec(name=name, type=schedule_type, hyperparameters=section.keywords(schedule_keywords(schedule_type)))
+
+
+def _check_combination(recipe: Recipe, where: str) -> None:
+    """torch's checks of a schedule against the optimizer it drives (one-cycle needs momentum or
+    betas, for one), on a throwaway parameter."""
+    optimizer = build_optimizer(recipe.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    try:
+        build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch=1)
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        raise PipelineError(
+            f"{where}: schedule {recipe.schedule.name!r} with optimizer {recipe.optimizer.name!r}: {error}"
+        ) from None
+
+
+def _train(section: _Section, partial: bool = False) -> Any:
+    """The train section; ``partial`` reads a grid recipe's overrides, where every key is optional."""
+    readers = {
+        "epochs": lambda: section.integer("epochs", 1, 100_000),
+        "batch_size": lambda: section.integer("batch_size", 1, 10**9),
+        "keep": lambda: section.choice("keep", KEEP),
+        "patience": lambda: section.integer("patience", 0, 100_000),
+        "shift": lambda: section.integer("shift", 0, MAX_SHIFT),
+    }
+    section.reject_unknown(set(readers))
+    if partial:
+        return {key: read() for key, read in readers.items() if key in section.raw}
+    return TrainParams(**{key: read() for key, read in readers.items()})
+
+
+def _split(section: _Section) -> SplitParams:
+    section.reject_unknown({"seed", "train_size", "valid_size"})
+    return SplitParams(
+        seed=section.integer("seed", 0, MAX_SEED),
+        train_size=section.integer("train_size", 1, 10**9),
+        valid_size=section.integer("valid_size", 1, 10**9),
+    )
+
+
+def _evaluate(section: _Section) -> EvaluateParams:
+    section.reject_unknown({"batch_size"})
+    return EvaluateParams(batch_size=section.integer("batch_size", 1, 10**9))
+
+
+def _grid_recipe(params: Params, section: _Section) -> GridRecipe:
+    section.reject_unknown({"arch", "optimizer", "schedule", "train"})
+    return GridRecipe(
+        arch=section.choice("arch", params.architectures),
+        optimizer=section.choice("optimizer", params.optimizers),
+        schedule=section.choice("schedule", params.schedules),
+        train=_train(section.section("train", default={}), partial=True),
+    )
+
+
+def _device(root: _Section) -> str:
+    device = root.get("device")
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        root.fail("device", device, f"choose one of: {DEVICE_CHOICES} (N up to 9999)")
+    return device
 
 
 def _checksums(section: _Section) -> dict[str, str]:
@@ -158,6 +393,9 @@ def _checksums(section: _Section) -> dict[str, str]:
             section.fail(key, value, "expected a SHA-256 as 64 hex digits")
         checksums[file_name] = value
     return checksums
+
+
+_MISSING = object()
 
 
 class _Section:
@@ -175,13 +413,15 @@ class _Section:
     def fail(self, key: str, value: Any, expected: str) -> None:
         raise PipelineError(f"{self.where(key)} = {value!r} is invalid; {expected}")
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, default: Any = _MISSING) -> Any:
         if key not in self.raw:
-            raise PipelineError(f"{self.where(key)} is missing")
+            if default is _MISSING:
+                raise PipelineError(f"{self.where(key)} is missing")
+            return default
         return self.raw[key]
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.get(key), self.source, f"{self.prefix}{key}.")
+    def section(self, key: str, default: Any = _MISSING) -> _Section:
+        return _Section(self.get(key, default), self.source, f"{self.prefix}{key}.")
 
     def mapping(self, key: str) -> dict[str, _Section]:
         sections = self.section(key)
@@ -189,14 +429,20 @@ class _Section:
             raise PipelineError(f"{self.where(key)} is empty")
         return {str(name): sections.section(name) for name in sections.raw}
 
+    def section_list(self, key: str) -> list[_Section]:
+        value = self.get(key)
+        if not isinstance(value, list) or not value:
+            self.fail(key, value, "expected a non-empty list of mappings")
+        return [_Section(item, self.source, f"{self.prefix}{key}[{index}].") for index, item in enumerate(value)]
+
     def reject_unknown(self, allowed: set[str]) -> None:
         for key in self.raw:
             if key not in allowed:
                 self.fail(key, self.raw[key], f"unknown key; valid keys: {', '.join(sorted(allowed))}")
 
-    def choice(self, key: str, choices: Mapping[str, Any]) -> str:
+    def choice(self, key: str, choices: Mapping[str, Any] | tuple[str, ...]) -> str:
         value = self.get(key)
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             self.fail(key, value, f"choose one of: {', '.join(sorted(choices))}")
         return value
 
@@ -212,22 +458,40 @@ class _Section:
             self.fail(key, value, "expected a list of strings")
         return value
 
-    def integer(self, key: str, minimum: int) -> int:
-        value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(key, value, f"expected an integer >= {minimum}")
+    def integer(self, key: str, minimum: int, maximum: int, default: Any = _MISSING) -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.fail(key, value, f"expected an integer from {minimum} to {maximum:,}")
         return value
 
-    def integer_list(self, key: str, minimum: int) -> list[int]:
-        value = self.get(key)
+    def integer_list(self, key: str, minimum: int, default: Any = _MISSING) -> list[int]:
+        value = self.get(key, default)
         if not isinstance(value, list) or not all(
             isinstance(item, int) and not isinstance(item, bool) and item >= minimum for item in value
         ):
             self.fail(key, value, f"expected a list of integers >= {minimum}")
         return value
 
-    def number(self, key: str) -> float:
-        value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(key, value, "expected a finite number")
+    def boolean(self, key: str, default: Any = _MISSING) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, value, "expected true or false")
         return value
+
+    def fraction(self, key: str, default: Any = _MISSING) -> float:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            self.fail(key, value, "expected a number from 0 to below 1")
+        return value
+
+    def keywords(self, allowed: Mapping[str, Keyword]) -> dict[str, Any]:
+        """The entry's keys but ``type``, each checked against the torch keyword it is passed as."""
+        self.reject_unknown({"type", *allowed})
+        for keyword in allowed.values():
+            if keyword.required and keyword.name not in self.raw:
+                raise PipelineError(f"{self.where(keyword.name)} is missing; {keyword.expected()}")
+        values = {key: value for key, value in self.raw.items() if key != "type"}
+        for key, value in values.items():
+            if not allowed[key].accepts(value):
+                self.fail(key, value, allowed[key].expected())
+        return values

@@ -1,24 +1,32 @@
-"""Device choice, seeds, threads and deterministic kernels: everything bitwise reproducibility needs."""
+"""Device choice, seeds, threads, numerics and deterministic kernels: everything bitwise
+reproducibility needs, and the fingerprint of what the bits depend on besides params."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import sys
+from typing import Any
 
 import torch
 
+from stages.core import numerics
 from stages.core.errors import PipelineError
 
 
-def configure(seed: int, threads: int, device: str) -> torch.device:
-    """Call first thing in a stage. The thread count is part of the result (MKL's GEMM splits work
-    differently for 1 and 2 threads), so it comes from params, never from the machine."""
+def configure(threads: int, device: str, mode: str) -> torch.device:
+    """Call first thing in a stage, before any result is computed. The thread count is part of the
+    result (a GEMM splits its work by threads), so it comes from params, never from the machine.
+    Seeds are set where weights are drawn (``training.train_recipe``)."""
+    if problem := numerics.check(mode):
+        raise PipelineError(problem)
+    numerics.configure_torch(mode)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
-    torch.manual_seed(seed)
     return resolve_device(device)
 
 
@@ -50,25 +58,56 @@ def _available() -> str:
     return f"available here: {', '.join(choices)}"
 
 
-def describe(device: torch.device) -> dict[str, object]:
-    """What a result depends on besides params: recorded beside the metrics, not inside them."""
-    return {
+def environment(device: torch.device, mode: str) -> dict[str, Any]:
+    """What a result's bits depend on besides params, with ``fingerprint`` summing it up; recorded
+    in logs/, beside the metrics and never inside them."""
+    cpu_vendor, cpu_model = _cpu()
+    env = {
         "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": sys.platform,
-        "machine": platform.machine(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
+        "cpu_vendor": cpu_vendor,
+        "cpu_model": cpu_model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics": mode,
+        "mkl_branch": numerics.mkl_branch(),
         "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": f"{sys.platform} {platform.machine()}",
     }
+    return {"fingerprint": fingerprint(env), **env}
 
 
-def _cpu_model() -> str:
+def class_fields(env: dict[str, Any]) -> dict[str, Any]:
+    """The fields that decide the bits. In portable mode the CPU's make and model do not (that is
+    the point of it); in native mode they do, and on a GPU its name and toolkit do."""
+    fields = {key: env[key] for key in ("torch", "numerics", "threads", "cpu_capability", "mkl_branch")}
+    fields["device"] = env["device"].split(":")[0]
+    if env["numerics"] != "portable":
+        fields.update(cpu_vendor=env["cpu_vendor"], cpu_model=env["cpu_model"], platform=env["platform"])
+    if fields["device"] != "cpu":
+        fields.update(device_name=env["device_name"], cuda=env["cuda"], cudnn=env["cudnn"], platform=env["platform"])
+    return fields
+
+
+def fingerprint(env: dict[str, Any]) -> str:
+    """One short string: two runs with the same one computed with the same kernels, whatever the
+    machine was; e.g. ``cpu-portable-3f2a9c1b``."""
+    fields = class_fields(env)
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{fields['device']}-{env['numerics']}-{digest}"
+
+
+def _cpu() -> tuple[str, str]:
+    """Vendor and model name, from /proc/cpuinfo where there is one."""
+    found = {}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                found.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return found.get("vendor_id", platform.machine()), found.get("model name", platform.processor() or "unknown")

@@ -1,27 +1,33 @@
 """The training loop and evaluation, over data held as whole tensors on the device.
 
-The training split stays as stored, one uint8 row per image; each epoch draws a seeded
-permutation, copies the rows in that order, and takes batches as slices of the copy, each scaled to
-floats as torchvision's ``ToTensor`` scales, into one buffer that every step reuses. Batch for
-batch this is the tutorial's ``DataLoader(shuffle=True)`` loop without the per-image conversion,
-and with its gradients taken by hand (``backprop``) instead of by autograd; it gives bitwise the
-same weights for the same order (tests/test_equivalence.py; benchmarks/bench_training.py times both).
+The step is the tutorial's: ``zero_grad``, forward, cross-entropy, ``backward``, ``step``. What makes
+it fast is the data: the training split stays on the device as stored, one uint8 row per image;
+each epoch draws a seeded permutation, copies the rows in that order once, and takes batches as
+slices of the copy, each scaled to floats as torchvision's ``ToTensor`` scales, into one buffer
+that every step reuses. Batch for batch this is the tutorial's ``DataLoader(shuffle=True)`` loop
+without its per-image conversion, and gives bitwise the same weights for the same order
+(tests/test_equivalence.py; benchmarks/bench_training.py times both).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from stages.core import data
-from stages.core.backprop import cross_entropy_gradients
-
-EVAL_BATCH_SIZE = 10_000
+from stages.core.errors import PipelineError
+from stages.core.models import build_model
+from stages.core.optimizers import build_optimizer
+from stages.core.params import Recipe, TrainParams
+from stages.core.schedules import Scheduler, build_scheduler
 
 
 @dataclass(frozen=True)
@@ -58,59 +64,83 @@ class EpochResult:
         )
 
 
-def train_epoch(
-    model: nn.Sequential,
-    optimizer: torch.optim.Optimizer,
-    rows: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    order: torch.Tensor,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> float:
-    """One pass over ``rows`` (``data.as_rows``) in ``order``; returns the mean loss over images.
+@dataclass(frozen=True)
+class FitResult:
+    history: list[EpochResult]
+    kept_epoch: int
+    """The epoch whose weights the model holds after ``fit``: the last, or the best (``keep: best``)."""
 
-    One gather per epoch into ``out`` (buffers like ``rows`` and ``labels``) replaces one per step;
-    pass the same buffers every epoch, as ``fit`` does, since the CPU caches no allocations and
-    faulting in a fresh copy would cost more than the gathers it saves. Gathering bytes rather than
-    floats moves a quarter of the data: on one thread a ``mlp_20_sigmoid`` epoch takes 7-10% less
-    (``benchmarks/bench_training.py`` times both)."""
-    order = order.to(rows.device)
-    rows_out, labels_out = out or (None, None)
-    rows = torch.index_select(rows, 0, order, out=rows_out)
-    labels = torch.index_select(labels, 0, order, out=labels_out)
-    return train_steps(model, optimizer, scaled_batches(rows, labels, batch_size))
+    @property
+    def best(self) -> EpochResult:
+        """The best validation accuracy, the earliest epoch on a tie."""
+        return max(self.history, key=lambda result: (result.valid_accuracy, -result.epoch))
+
+
+class Diverged(PipelineError):
+    """A loss that is not a finite number: the weights are lost, nothing is written."""
+
+
+class Checkpoints:
+    """Where ``fit`` keeps its state after every epoch, so an interrupted run can continue; see
+    ``stages.core.checkpoint`` for the file-backed one."""
+
+    def load(self) -> dict[str, Any] | None:
+        return None
+
+    def save(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def epoch_rows(
+    train: tuple[torch.Tensor, torch.Tensor],
+    order: torch.Tensor,
+    shuffled: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows and labels in ``order``, gathered once (into ``shuffled`` if given: the CPU caches no
+    allocations, so a fresh copy every epoch would cost more than the gathers it saves). Gathering
+    uint8 rows moves a quarter of the bytes that floats would."""
+    order = order.to(train[0].device)
+    rows_out, labels_out = shuffled or (None, None)
+    return torch.index_select(train[0], 0, order, out=rows_out), torch.index_select(train[1], 0, order, out=labels_out)
 
 
 def scaled_batches(
     rows: torch.Tensor, labels: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive batches, each scaled into the same float buffer: it stays in cache for the
-    step's matrix products, and a step is done with it before the next batch overwrites it."""
-    features = torch.empty(batch_size, rows.shape[1], device=rows.device)
+    """Consecutive batches, each scaled into the same float buffer: it stays in cache for the step's
+    matrix products, and a step is done with it before the next batch overwrites it."""
+    features = torch.empty(min(batch_size, len(rows)), rows.shape[1], device=rows.device)
     for start in range(0, len(labels), batch_size):
         batch = rows[start : start + batch_size]
         yield data.scale(batch, out=features[: len(batch)]), labels[start : start + batch_size]
 
 
-def train_steps(
-    model: nn.Sequential, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    scheduler: Scheduler | None = None,
 ) -> float:
-    """A step on each (features, labels) batch; returns the mean loss over images. The batch
-    losses stay on the device until the end, so a step never waits for the GPU."""
+    """One pass of the tutorial's step over ``batches``; returns the mean loss over images. A
+    per-batch schedule steps after every optimizer step. The batch losses stay on the device until
+    the end, so a step never waits for a GPU."""
     model.train()
     losses, sizes = [], []
     for features, labels in batches:
-        losses.append(cross_entropy_gradients(model, features, labels))
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(features), labels)
+        loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.detach())
         sizes.append(len(labels))
     weights = torch.tensor(sizes, device=losses[0].device)
     return ((torch.stack(losses) * weights).sum() / sum(sizes)).item()
 
 
 @torch.inference_mode()
-def evaluate(
-    model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
-) -> Evaluation:
+def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Evaluation:
     """Mean cross-entropy and accuracy over all images, in large batches."""
     model.eval()
     loss_sum = torch.zeros((), device=features.device)
@@ -124,34 +154,141 @@ def evaluate(
 
 
 def fit(
-    model: nn.Sequential,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
     train: tuple[torch.Tensor, torch.Tensor],
     valid: tuple[torch.Tensor, torch.Tensor],
-    epochs: int,
-    batch_size: int,
+    settings: TrainParams,
     seed: int,
+    eval_batch_size: int,
+    checkpoints: Checkpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
-) -> list[EpochResult]:
-    """Train for ``epochs``, validating after each. ``train`` holds rows as stored (``data.as_rows``),
-    shuffled and scaled batch by batch; ``valid`` holds features (``data.as_features``), read whole
-    after every epoch. The shuffle has its own generator, so the order of the images depends on the
-    seed alone, not on how the model was initialised."""
-    shuffle = torch.Generator().manual_seed(seed)
+) -> FitResult:
+    """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train``
+    holds rows as stored (``data.as_rows``), shuffled, shifted and scaled batch by batch; ``valid``
+    holds features (``data.as_features``). The data order and shifts have their own generator, so
+    they depend on the seed alone, not on how the model was initialised.
+
+    After every epoch the whole state (weights, optimizer, schedule, every generator, the history)
+    goes to ``checkpoints``; when it holds one, training continues from there, and ends with
+    bitwise the weights and history of a run that was never interrupted."""
+    checkpoints = checkpoints or Checkpoints()
+    generator = torch.Generator().manual_seed(seed)
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
-    history = []
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(len(train[1]), generator=shuffle)
-        train_loss = train_epoch(model, optimizer, *train, batch_size, order, out=shuffled)
-        validation = evaluate(model, *valid)
-        result = EpochResult(epoch, train_loss, validation.loss, validation.accuracy)
+    state = TrainingState()
+    if saved := checkpoints.load():
+        state = TrainingState.restore(saved, model, optimizer, scheduler, generator)
+    while state.epoch < settings.epochs and not state.patience_spent(settings.patience):
+        order = torch.randperm(len(train[1]), generator=generator)
+        rows, labels = epoch_rows(train, order, shuffled)
+        if settings.shift:
+            rows = data.shifted(rows, settings.shift, generator)
+        per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
+        train_loss = train_epoch(model, optimizer, scaled_batches(rows, labels, settings.batch_size), per_batch)
+        if scheduler is not None and not scheduler.per_batch:
+            scheduler.step()
+        validation = evaluate(model, *valid, eval_batch_size)
+        result = EpochResult(state.epoch + 1, train_loss, validation.loss, validation.accuracy)
+        for name, value in (("train loss", result.train_loss), ("validation loss", result.valid_loss)):
+            if not math.isfinite(value):
+                raise Diverged(f"training diverged at epoch {result.epoch}: its {name} is {value}")
+        state.add(result, model, keep_best=settings.keep == "best")
         on_epoch(result)
-        history.append(result)
-    return history
+        checkpoints.save(state.snapshot(model, optimizer, scheduler, generator))
+    if settings.keep == "best":
+        model.load_state_dict(state.best_state)
+        return FitResult(state.history, state.best_epoch)
+    return FitResult(state.history, state.epoch)
 
 
-@torch.inference_mode()
-def probabilities(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """Each input's softmax over the classes (on the CPU): what a user of the model wants to see."""
-    model.eval()
-    return model(features).softmax(dim=1).cpu()
+@dataclass
+class TrainingState:
+    """What ``fit`` knows between epochs besides the weights: the history, and the best epoch."""
+
+    history: list[EpochResult] = field(default_factory=list)
+    best_epoch: int = 0
+    best_accuracy: float = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def patience_spent(self, patience: int) -> bool:
+        return bool(patience) and self.epoch - self.best_epoch >= patience
+
+    def add(self, result: EpochResult, model: nn.Module, keep_best: bool) -> None:
+        self.history.append(result)
+        if result.valid_accuracy > self.best_accuracy:  # strictly better: the earliest epoch wins a tie
+            self.best_epoch, self.best_accuracy = result.epoch, result.valid_accuracy
+            self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
+
+    def snapshot(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, generator: torch.Generator
+    ) -> dict[str, Any]:
+        """Plain data and tensors, so a checkpoint loads with ``weights_only=True``."""
+        return {
+            "history": [asdict(result) for result in self.history],
+            "best": {"epoch": self.best_epoch, "accuracy": self.best_accuracy, "state": self.best_state},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.scheduler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "data": generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            },
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        saved: dict[str, Any],
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Scheduler | None,
+        generator: torch.Generator,
+    ) -> TrainingState:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        generator.set_state(saved["rng"]["data"])
+        if saved["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        best = saved["best"]
+        return cls([EpochResult(**row) for row in saved["history"]], best["epoch"], best["accuracy"], best["state"])
+
+
+def train_recipe(
+    recipe: Recipe,
+    train_set: data.Subset,
+    valid_set: data.Subset,
+    device: torch.device,
+    checkpoints: Checkpoints | None = None,
+    on_epoch: Callable[[EpochResult], None] = lambda result: None,
+) -> tuple[nn.Sequential, FitResult]:
+    """The model ``recipe`` describes, trained as it says. The seed is set here, right before the
+    weights are drawn, so a recipe gives the same run whatever ran before it in the process."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.architecture).to(device)
+    optimizer = build_optimizer(recipe.optimizer, model.parameters())
+    batches_per_epoch = math.ceil(len(train_set) / recipe.train.batch_size)
+    scheduler = build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
+    train = (data.as_rows(train_set.images, device), train_set.labels.to(device))
+    valid = (data.as_features(valid_set.images, device), valid_set.labels.to(device))
+    try:
+        result = fit(model, optimizer, scheduler, train, valid, recipe.train, recipe.seed, recipe.evaluate.batch_size,
+                     checkpoints, on_epoch)  # fmt: skip
+    except Diverged as error:
+        raise Diverged(f"{error}; try a smaller learning rate than {_learning_rate(recipe)}") from None
+    return model, result
+
+
+def _learning_rate(recipe: Recipe) -> str:
+    """Where the rate that diverged is set: a one-cycle schedule's peak, else the optimizer's."""
+    if recipe.schedule.type == "onecycle":
+        return f"schedules.{recipe.schedule.name}.max_lr = {recipe.schedule.hyperparameters['max_lr']}"
+    return f"optimizers.{recipe.optimizer.name}.lr = {recipe.optimizer.hyperparameters['lr']}"

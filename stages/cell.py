@@ -1,0 +1,89 @@
+"""Stage ``cell`` (grid/dvc.yaml): one recipe of the grid, trained and tested with each grid seed.
+
+Writes ``<out>/seed-<n>/``: ``train.json`` and ``evaluate.json`` (the metrics the single
+configuration writes), ``loss.csv`` (its curves), ``predictions.csv`` (``actual,predicted`` per
+test image, for paired tests between runs) and ``log.json`` (provenance, environment, timings).
+No model is kept: the grid is there to compare runs, and each one reproduces bit for bit. Seeds
+run side by side, one process each (``--jobs``; by default as many as the cores hold at params'
+``threads`` each), since each has its own threads and the thread count is part of the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from stages.core import atomic, data, results, runtime
+from stages.core.checkpoint import FileCheckpoints, checkpoint_key
+from stages.core.errors import run_stage
+from stages.core.models import count_parameters, model_bytes, sha256
+from stages.core.params import load_params
+from stages.core.training import evaluate, train_recipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--recipe", required=True, help="a name under grid.recipes in params.yaml")
+    parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the recipe's runs, one per seed")
+    parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="kept per epoch")
+    parser.add_argument("--jobs", type=int, help="seeds trained at once (default: the cores over params' threads)")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    params.recipe(args.recipe)  # an unknown recipe is one line here, not one per worker
+    runs = [(args.params, args.recipe, seed, args.split, args.out, args.checkpoints) for seed in params.grid_seeds]
+    jobs = min(len(runs), args.jobs or max(1, len(os.sched_getaffinity(0)) // params.threads))
+    if jobs == 1:
+        for run in runs:
+            train_and_test(*run)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(train_and_test, *run) for run in runs]:
+            future.result()  # a seed's error ends the stage with that error
+
+
+def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Path, checkpoints_dir: Path) -> None:
+    recipe = load_params(params_path).recipe(name, seed)
+    device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
+    environment = runtime.environment(device, recipe.numerics)
+    split_files = [split / f"{subset}.pt" for subset in data.SUBSETS]
+    train_set, valid_set, test_set = map(data.load_subset, split_files)
+    tag = f"[{name} seed {seed}]"
+    key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files[:2])
+    checkpoints = FileCheckpoints(
+        checkpoints_dir / f"grid-{name}-seed{seed}.pt", key, device, say=lambda line: print(tag, line, flush=True)
+    )
+
+    started = time.perf_counter()
+    model, result = train_recipe(
+        recipe, train_set, valid_set, device, checkpoints,
+        on_epoch=lambda r: print(tag, r.line(recipe.train.epochs), flush=True),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    test = evaluate(model, data.as_features(test_set.images, device), test_set.labels.to(device), recipe.evaluate.batch_size)
+    print(f"{tag} Test Loss : {test.loss:.4f} Test Accuracy : {test.accuracy:.4f}", flush=True)
+
+    model_sha256 = sha256(model_bytes(model, recipe.architecture, recipe.as_dict(), recipe.digest))
+    epochs_trained = len(result.history) - checkpoints.resumed_after
+    folder = out / f"seed-{seed}"
+    with atomic.Outputs() as outputs:
+        outputs.json(folder / "train.json", results.train_metrics(result, count_parameters(model)))
+        outputs.json(folder / "evaluate.json", results.test_metrics(test, test_set.labels))
+        outputs.csv(folder / "loss.csv", results.CURVE_COLUMNS, results.curve_rows(result.history))
+        outputs.csv(folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test))
+        outputs.json(
+            folder / "log.json",
+            results.train_log(recipe.as_dict(), recipe.digest, model_sha256, environment, seconds, epochs_trained,
+                              checkpoints.resumed_after),  # fmt: skip
+        )
+    checkpoints.remove()
+
+
+if __name__ == "__main__":
+    run_stage(main)

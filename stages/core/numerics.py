@@ -1,0 +1,103 @@
+"""Which CPU kernels torch uses, so that a result means the same bits on every machine the docs promise.
+
+torch's CPU results depend on more than its inputs: ATen's vectorised kernels on the instruction
+set (``ATEN_CPU_CAPABILITY``), MKL's matrix products on its code path (``MKL_CBWR``) and on how
+many threads it allows itself (``MKL_DYNAMIC``), convolutions on oneDNN's JIT kernels. ``portable``
+pins each to a choice every x86-64 CPU with AVX2 makes alike, Intel or AMD, with or without
+AVX-512; ``native`` leaves the machine's fastest kernels, whose results are tied to that CPU.
+
+The variables are read when torch loads, so ``pin_from_argv`` runs when the ``stages`` package is
+imported, before anything imports torch. This module must not import torch at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+MODES = ("portable", "native")
+DEFAULT_MODE = "portable"
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # the widest instruction set every promised CPU has
+    "MKL_CBWR": "COMPATIBLE",  # the one MKL branch Intel documents as equal on Intel and AMD CPUs
+    "MKL_DYNAMIC": "FALSE",  # MKL must use the threads it is given, whatever the machine's cores
+    "OMP_DYNAMIC": "FALSE",
+}
+PORTABLE_CAPABILITY = "AVX2"
+MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 12: "AVX512"}
+
+
+def requested_mode(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str:
+    """The ``numerics`` key of the params file this process was started with (``--params``, else
+    ./params.yaml); the default when there is none or it is not a mode (validation says so later)."""
+    path = Path("params.yaml")
+    for index, arg in enumerate(argv):
+        if arg == "--params" and index + 1 < len(argv):
+            path = Path(argv[index + 1])
+        elif arg.startswith("--params="):
+            path = Path(arg.removeprefix("--params="))
+    try:
+        import yaml
+
+        mode = (yaml.safe_load(path.read_text()) or {}).get("numerics", DEFAULT_MODE)
+    except (OSError, ValueError, AttributeError):  # no file, not YAML, not a mapping: params.py reports it
+        return DEFAULT_MODE
+    return mode if mode in MODES else DEFAULT_MODE
+
+
+def pin(mode: str, environ: os._Environ | dict[str, str] = os.environ) -> None:
+    """Set the variables ``mode`` needs; ``native`` leaves the environment as the user set it."""
+    if mode == "portable":
+        environ.update(PORTABLE_ENV)
+
+
+def pin_from_argv() -> None:
+    if "torch" not in sys.modules:  # too late otherwise; ``check`` then says so in one line
+        pin(requested_mode(sys.argv))
+
+
+def mkl_branch() -> str:
+    """The MKL code path in effect (``AUTO`` unless pinned), read from the MKL that torch links."""
+    import ctypes
+
+    import torch
+
+    try:
+        library = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = library.mkl_serv_cbwr_get
+    except (OSError, AttributeError):  # a build without MKL (ARM, macOS)
+        return "none"
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    branch = get(1)  # MKL_CBWR_BRANCH
+    return MKL_BRANCHES.get(branch, str(branch))
+
+
+def check(mode: str) -> str | None:
+    """Why this process cannot compute in ``mode``, or None. Call before the first result is computed."""
+    import torch
+
+    if mode != "portable":
+        return None
+    capability, branch = torch.backends.cpu.get_cpu_capability(), mkl_branch()
+    if capability == PORTABLE_CAPABILITY and branch == "COMPATIBLE":
+        return None
+    if branch == "none" or (capability == "DEFAULT" and os.environ.get("ATEN_CPU_CAPABILITY") == "avx2"):
+        return (
+            f"numerics: portable needs an x86-64 CPU with AVX2 and torch's MKL build (here: ATen {capability}, "
+            f"MKL {branch}); set numerics: native to run with this machine's own kernels"
+        )
+    return (
+        f"numerics: portable, but this process runs ATen {capability} and MKL branch {branch}: the pins "
+        "must be set before torch is imported; start it as `python -m stages.<name>` or `python -m tools.<name>`"
+    )
+
+
+def configure_torch(mode: str) -> None:
+    """The part of a mode that is a torch setting rather than a variable: in portable mode
+    convolutions go through ATen's im2col and MKL's pinned GEMM instead of oneDNN, whose JIT
+    kernels give other bits on other instruction sets."""
+    import torch
+
+    torch.backends.mkldnn.enabled = mode != "portable"

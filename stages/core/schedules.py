@@ -1,0 +1,64 @@
+"""One registry from a schedule ``type`` in params.yaml to a torch learning-rate scheduler, with the
+keywords the loop sets itself and whether it steps per batch or per epoch, as torch intends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.optim import lr_scheduler
+
+from stages.core.keywords import Keyword, keywords
+
+
+@dataclass(frozen=True)
+class ScheduleType:
+    scheduler: type[lr_scheduler.LRScheduler] | None
+    per_batch: bool
+    fixed: Callable[[int, int], dict[str, int]] = lambda epochs, batches: {}
+    """Keywords the loop sets from (epochs, batches per epoch)."""
+
+
+SCHEDULE_TYPES: dict[str, ScheduleType] = {
+    "none": ScheduleType(None, per_batch=False),
+    "step": ScheduleType(lr_scheduler.StepLR, per_batch=False),
+    "cosine": ScheduleType(lr_scheduler.CosineAnnealingLR, per_batch=False, fixed=lambda epochs, _: {"T_max": epochs}),
+    "onecycle": ScheduleType(
+        lr_scheduler.OneCycleLR, per_batch=True, fixed=lambda epochs, batches: {"total_steps": epochs * batches}
+    ),
+}
+LOOP_KEYWORDS = {"optimizer", "last_epoch", "verbose", "T_max", "total_steps", "epochs", "steps_per_epoch"}
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    type: str
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def hyperparameters(schedule_type: str) -> dict[str, Keyword]:
+    scheduler = SCHEDULE_TYPES[schedule_type].scheduler
+    return {} if scheduler is None else keywords(scheduler, exclude=LOOP_KEYWORDS)
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    scheduler: lr_scheduler.LRScheduler
+    per_batch: bool
+
+    def step(self) -> None:
+        self.scheduler.step()
+
+
+def build_scheduler(
+    spec: ScheduleSpec, optimizer: torch.optim.Optimizer, epochs: int, batches_per_epoch: int
+) -> Scheduler | None:
+    """None for ``none``: no scheduler at all, so the learning rate is exactly the optimizer's."""
+    kind = SCHEDULE_TYPES[spec.type]
+    if kind.scheduler is None:
+        return None
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.hyperparameters.items()}
+    return Scheduler(kind.scheduler(optimizer, **values, **kind.fixed(epochs, batches_per_epoch)), kind.per_batch)
