@@ -23,7 +23,7 @@ def test_gradients_and_loss_are_bitwise_autograds(activation):
     by_hand_loss = cross_entropy_gradients(model, features, labels)
 
     assert torch.equal(by_hand_loss, loss.detach())
-    for (name, parameter), expected in zip(model.named_parameters(), autograd):
+    for (name, parameter), expected in zip(model.named_parameters(), autograd, strict=True):
         assert parameter.grad is not None and parameter.grad.count_nonzero() > 0, name
         assert torch.equal(parameter.grad, expected), f"{name}: gradient differs from autograd's"
 
@@ -37,4 +37,5 @@ def test_gradients_replace_the_previous_steps():
     second_alone = [parameter.grad.clone() for parameter in model.parameters()]
     cross_entropy_gradients(model, *first)
     cross_entropy_gradients(model, *second)
-    assert all(torch.equal(parameter.grad, grad) for parameter, grad in zip(model.parameters(), second_alone))
+    for parameter, grad in zip(model.parameters(), second_alone, strict=True):
+        assert torch.equal(parameter.grad, grad)
