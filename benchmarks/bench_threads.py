@@ -31,7 +31,7 @@ def main() -> None:
     for name in common.ARCHITECTURES:
         models = common.same_init_models(params.architectures[name], len(counts), device)
         runs = {}
-        for count, model in zip(counts, models):
+        for count, model in zip(counts, models, strict=True):
             optimizer = build_optimizer(params.optimizers[args.optimizer], model.parameters())
             epoch = common.in_memory_epoch(model, optimizer, rows, labels)
             runs[f"{count} threads"] = at_threads(count, epoch, orders)

@@ -18,6 +18,7 @@ the split), which no loop can beat.
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import subprocess
 import sys
@@ -38,7 +39,7 @@ from stages.core.params import Params
 from stages.core.training import evaluate, scaled_batches, train_steps
 
 # Speed-up targets from the issue (tutorial/in-memory): per architecture, and for validation.
-TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0)))
+TRAIN_TARGETS = dict(zip(common.ARCHITECTURES, (6.0, 12.0), strict=True))
 VALIDATION_TARGET = 15.0
 FLOOR_TARGET = 1.5
 PEAK_MEMORY_TARGET_BYTES = 1.5e9
@@ -126,7 +127,7 @@ def compare_training(
 
 
 def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
-    return all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+    return all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
 
 
 def float_rows_epoch(
@@ -137,7 +138,7 @@ def float_rows_epoch(
     shuffled = (torch.empty_like(features), torch.empty_like(labels))
 
     def epoch(order: torch.Tensor) -> float:
-        x, y = (torch.index_select(t, 0, order, out=out) for t, out in zip((features, labels), shuffled))
+        x, y = (torch.index_select(t, 0, order, out=out) for t, out in zip((features, labels), shuffled, strict=True))
         starts = range(0, len(y), BATCH_SIZE)
         return train_steps(model, optimizer, ((x[i : i + BATCH_SIZE], y[i : i + BATCH_SIZE]) for i in starts))
 
@@ -174,7 +175,7 @@ def matmul_floor(architecture: Architecture, features: torch.Tensor) -> Callable
     sizes = architecture.layer_sizes
     device = features.device
     layers = []
-    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+    for inputs, outputs in itertools.pairwise(sizes):
         tensor = lambda *shape: torch.rand(*shape, device=device)  # noqa: E731
         layers.append([tensor(BATCH_SIZE, inputs), tensor(outputs, inputs), tensor(outputs),
                        tensor(BATCH_SIZE, outputs), tensor(outputs, inputs), tensor(BATCH_SIZE, inputs)])

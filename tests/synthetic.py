@@ -11,7 +11,6 @@ from stages.core.idx import encode_idx
 from stages.core.mirrors import sha256
 from stages.core.params import MNIST_FILES
 
-
 # Bright rectangles (top, bottom, left, right; inclusive) in the 20x20 box where MNIST puts its
 # digits, each also drawn mirrored through the box's centre. So every class has its own shape,
 # each shape spans the box's full height or width and has its centre of mass at the centre:

@@ -43,7 +43,7 @@ def twin_models(architecture: Architecture) -> list[torch.nn.Module]:
 
 
 def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
-    for (name, a), b in zip(first.named_parameters(), second.parameters()):
+    for (name, a), b in zip(first.named_parameters(), second.parameters(), strict=True):
         assert torch.equal(a, b), f"{name} differs"
 
 
@@ -96,6 +96,6 @@ def test_shuffle_buffers_only_save_time(digits):
     rows = data.as_rows(images, CPU)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))
     models = twin_models(ARCHITECTURES[1])
-    for model, out in zip(models, (None, (torch.empty_like(rows), torch.empty_like(labels)))):
+    for model, out in zip(models, (None, (torch.empty_like(rows), torch.empty_like(labels))), strict=True):
         train_epoch(model, build_optimizer(OPTIMIZERS[0], model.parameters()), rows, labels, BATCH_SIZE, order, out)
     assert_same_weights(*models)

@@ -24,7 +24,7 @@ def test_grid_runs_every_cell_and_writes_the_leaderboard(grid_project):
     grid_project.run("dvc", "repro", "grid/dvc.yaml")
     board = json.loads(grid_project.read("metrics/leaderboard.json"))
     assert list(board) == ["mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam"]
-    for key, entry in board.items():
+    for entry in board.values():
         assert entry["status"] == "ok"
         assert entry["test_accuracy"] > 0.5
         assert entry["num_params"] == 784 * 20 + 20 + 20 * 10 + 10

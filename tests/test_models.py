@@ -57,7 +57,8 @@ def test_saved_state_dict_loads_with_weights_only(tmp_path):
     model = build_model(TUTORIAL_20)
     save_torch(tmp_path / "model.pt", model.state_dict())
     loaded = load_model(tmp_path / "model.pt", TUTORIAL_20, torch.device("cpu"))
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    saved, restored = model.state_dict(), loaded.state_dict()
+    assert saved.keys() == restored.keys() and all(torch.equal(saved[key], restored[key]) for key in saved)
     with pytest.raises(PipelineError, match="does not fit architecture 'mlp_128_64_relu'"):
         load_model(tmp_path / "model.pt", TUTORIAL_128_64, torch.device("cpu"))
     with pytest.raises(PipelineError, match="train a model first"):

@@ -81,7 +81,8 @@ def test_unknown_optimizer_type_lists_registry():
 
 
 def test_architecture_is_data_checked_for_sizes_and_activation():
-    assert "architectures.mlp_20_sigmoid.hidden" in error_for(with_changes(**{"architectures.mlp_20_sigmoid.hidden": [0]}))
+    message = error_for(with_changes(**{"architectures.mlp_20_sigmoid.hidden": [0]}))
+    assert "architectures.mlp_20_sigmoid.hidden" in message
     message = error_for(with_changes(**{"architectures.mlp_20_sigmoid.activation": "swish"}))
     assert "'swish'" in message and "gelu, relu, sigmoid, tanh" in message
 
@@ -131,6 +132,6 @@ def test_dvc_set_params_changes_only_the_lines_it_sets(tmp_path):
         raw["optimizer"] = "adam"
         raw["architectures"]["mlp_20_sigmoid"]["hidden"] = [30]
     before, after = (ROOT / "params.yaml").read_text().splitlines(), copy_path.read_text().splitlines()
-    changed = [(old, new) for old, new in zip(before, after) if old != new]
     assert len(before) == len(after)
+    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     assert changed == [("optimizer: sgd", "optimizer: adam"), ("    - 20", "    - 30")]

@@ -17,7 +17,9 @@ def results(project) -> dict[str, bytes]:
 
 def test_repro_learns_and_writes_every_declared_result(reproduced):
     train = json.loads(reproduced.read("metrics/train.json"))
-    assert set(train) == {"train_loss", "valid_loss", "valid_accuracy", "best_valid_accuracy", "best_epoch", "num_params"}
+    assert set(train) == {
+        "train_loss", "valid_loss", "valid_accuracy", "best_valid_accuracy", "best_epoch", "num_params"
+    }
     assert train["valid_accuracy"] > 0.9 and train["num_params"] == 109_386
     evaluate = json.loads(reproduced.read("metrics/evaluate.json"))
     assert evaluate["test_accuracy"] > 0.9 and set(evaluate["per_class_accuracy"]) == {str(d) for d in range(10)}

@@ -21,7 +21,7 @@ def write_photo(path, image: np.ndarray, invert: bool = False) -> None:
 def test_image_files_and_test_images_are_classified(trained_project, tmp_path):
     images, labels = synthetic_digits(10, seed=7)
     files = []
-    for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
+    for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist(), strict=True)):
         files.append((tmp_path / f"digit{index}.{'jpg' if index % 2 else 'png'}", label))
         write_photo(files[-1][0], image, invert=index % 3 == 0)
     result = trained_project.stage("predict", *(str(path) for path, _ in files), "--index", "2", "--json")

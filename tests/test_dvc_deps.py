@@ -1,0 +1,124 @@
+"""Every stage's deps name each module of this repository that its command imports, transitively.
+
+A module missing from ``deps`` goes stale silently: after an edit to it, ``dvc repro`` finds the stage
+up to date and keeps results the new code would not give. The stages are DVC's own, ``matrix`` cells
+expanded, from ``dvc.yaml`` and ``grid/dvc.yaml``; the imports are read with ``ast``, nothing is run.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+with Repo(ROOT) as repo:
+    STAGES = {stage.addressing: stage for stage in repo.index.stages}
+
+
+def module_file(root: Path, name: str) -> Path | None:
+    """``a.b`` -> ``a/b.py`` or ``a/b/__init__.py`` under root; None for a module from elsewhere."""
+    base = root.joinpath(*name.split("."))
+    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
+
+
+def imported_names(root: Path, path: Path) -> set[str]:
+    """Modules a file imports anywhere (function bodies too); ``from x import y`` gives x and x.y, as y may
+    be a submodule (names that are no module's are dropped by ``module_file``)."""
+    package = path.relative_to(root).parent.parts
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            # level 1 is the file's own package, each further level the package above
+            parts = [*package[: len(package) + 1 - node.level]] if node.level else []
+            base = ".".join(parts + (node.module.split(".") if node.module else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return names
+
+
+def imported_files(root: Path, module: str) -> set[Path]:
+    """Files under root (relative to it) that ``python -m module`` run in root loads: the module, what it
+    imports, transitively, and the ``__init__.py`` of every package on the way (``import a.b`` runs a's)."""
+    files: set[Path] = set()
+    pending = [module]
+    while pending:
+        parts = pending.pop().split(".")
+        for depth in range(1, len(parts) + 1):
+            path = module_file(root, ".".join(parts[:depth]))
+            if path is not None and path not in files:  # each file is read once, so a cycle ends
+                files.add(path)
+                pending.extend(imported_names(root, path))
+    return {path.relative_to(root) for path in files}
+
+
+def command_modules(cmd: str | list[str]) -> list[str]:
+    """The modules a stage's command (one line or a list of them) runs as ``python -m <module>``."""
+    words = [word for line in ([cmd] if isinstance(cmd, str) else cmd) for word in shlex.split(line)]
+    return [module for flag, module in itertools.pairwise(words) if flag == "-m"]
+
+
+def uncovered(files: set[Path], deps: list[Path]) -> list[Path]:
+    """The files that no dep names, as itself or as a folder above it."""
+    return sorted(path for path in files if not any(path.is_relative_to(dep) for dep in deps))
+
+
+@pytest.mark.parametrize("stage", list(STAGES.values()), ids=list(STAGES))
+def test_deps_name_every_module_the_command_imports(stage):
+    modules = command_modules(stage.cmd)
+    assert modules, f"{stage.addressing}: its command runs no `python -m` module, so its imports are unknown"
+    wdir = Path(stage.wdir)
+    deps = [Path(os.path.relpath(dep.fs_path, wdir)) for dep in stage.deps]  # as dvc.yaml writes them
+    imported = set().union(*(imported_files(wdir, module) for module in modules))
+    missing = uncovered(imported, deps)
+    assert not missing, "\n".join(f"{stage.addressing}: {path} is imported but not in deps" for path in missing)
+
+
+def write_tree(root: Path, sources: dict[str, str]) -> None:
+    for name, source in sources.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(source)
+
+
+def test_finder_follows_absolute_relative_and_submodule_imports_to_their_files(tmp_path):
+    write_tree(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/main.py": "import json\nimport pkg.deep.leaf\nfrom pkg import helper\nfrom . import sibling\n",
+        "pkg/helper.py": "def later():\n    from .deep import lazy\n",  # in a function: still a dependency
+        "pkg/sibling.py": "from .deep.leaf import *\n",
+        "pkg/deep/__init__.py": "from ..helper import later\n",  # two levels up
+        "pkg/deep/leaf.py": "",
+        "pkg/deep/lazy.py": "",
+        "pkg/unused.py": "",
+        "pkg/deep/unused.py": "",
+    })
+    assert imported_files(tmp_path, "pkg.main") == {
+        Path(name) for name in (
+            "pkg/__init__.py", "pkg/main.py", "pkg/helper.py", "pkg/sibling.py",
+            "pkg/deep/__init__.py", "pkg/deep/leaf.py", "pkg/deep/lazy.py",
+        )
+    }  # json, from the standard library, is not followed
+
+
+def test_finder_ends_on_an_import_cycle(tmp_path):
+    write_tree(tmp_path, {"a.py": "import b\n", "b.py": "from a import *\n"})
+    assert imported_files(tmp_path, "a") == {Path("a.py"), Path("b.py")}
+
+
+def test_a_command_runs_the_modules_after_dash_m():
+    assert command_modules("python -m stages.train --split data/split") == ["stages.train"]
+    assert command_modules(["python -m tools.grid", "python3 -m tools.report -x"]) == ["tools.grid", "tools.report"]
+
+
+def test_a_folder_in_deps_covers_every_file_under_it():
+    files = {Path("stages/core/data.py"), Path("stages/train.py"), Path("stages/core_extra.py")}
+    deps = [Path("stages/core"), Path("data/split")]
+    assert uncovered(files, deps) == [Path("stages/core_extra.py"), Path("stages/train.py")]
