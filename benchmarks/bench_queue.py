@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import project_env
-from tests.synthetic import mirror_params, write_mirror
+from stages.core.synthetic import shell_env
+from stages.core.synthetic import mirror_params, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
@@ -69,7 +69,7 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
     params["split"] = {"train_size": args.train_size, "valid_size": args.valid_size}
     params["train"]["epochs"] = args.epochs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = project_env(mirror.resolve())
+    env = shell_env(mirror.resolve())
     for command in (
         ["dvc", "repro", "split"],
         ["git", "add", "params.yaml", "dvc.lock"],

@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks import common, reference
+from benchmarks import common
+from stages.core import tutorial
 from benchmarks.common import BATCH_SIZE
 from stages.core import data
 from stages.core.models import Architecture
@@ -83,18 +84,18 @@ def compare_training(
     rows, labels = data.as_rows(train.images, device), train.labels.to(device)
     features = data.scale(rows)
     fast_epoch = common.in_memory_epoch(fast, build_optimizer(spec, fast.parameters()), rows, labels)
-    dataset = reference.PerImageDataset(train.images, train.labels)
+    dataset = tutorial.PerImageDataset(train.images, train.labels)
     orders = common.epoch_orders(len(train), params.seed, repeats)
     floats_epoch = float_rows_epoch(floats, floats_optimizer, features, labels)
     floor = matmul_floor(architecture, features)
     variants = {
-        "tutorial": lambda r: reference.train_epoch(
-            slow, slow_optimizer, reference.loader(dataset, BATCH_SIZE, orders[r]), device
+        "tutorial": lambda r: tutorial.train_epoch(
+            slow, slow_optimizer, tutorial.loader(dataset, BATCH_SIZE, orders[r]), device
         ),
         "in-memory": lambda r: fast_epoch(orders[r]),
         "float rows": lambda r: floats_epoch(orders[r]),
         "steps alone": lambda r: train_steps(in_order, in_order_optimizer, scaled_batches(rows, labels, BATCH_SIZE)),
-        "autograd steps": lambda r: reference.train_epoch(
+        "autograd steps": lambda r: tutorial.train_epoch(
             autograd, autograd_optimizer, scaled_batches(rows, labels, BATCH_SIZE), device
         ),
         "matmul floor": lambda r: floor(),
@@ -147,11 +148,11 @@ def float_rows_epoch(
 
 def compare_validation(model: torch.nn.Module, valid: data.Subset, device: torch.device, repeats: int) -> None:
     features, labels = data.as_features(valid.images, device), valid.labels.to(device)
-    batches = reference.loader(reference.PerImageDataset(valid.images, valid.labels), TUTORIAL_EVAL_BATCH_SIZE)
+    batches = tutorial.loader(tutorial.PerImageDataset(valid.images, valid.labels), TUTORIAL_EVAL_BATCH_SIZE)
     results = {}
     times = common.alternate(
         {
-            "tutorial": lambda r: results.update(tutorial=reference.evaluate(model, batches, device)),
+            "tutorial": lambda r: results.update(tutorial=tutorial.evaluate(model, batches, device)),
             "in-memory": lambda r: results.update(fast=evaluate(model, features, labels)),
         },
         repeats,

@@ -16,7 +16,7 @@ from stages.core import data, mirrors, runtime
 from stages.core.models import Architecture, build_model
 from stages.core.params import Params, load_params
 from stages.core.training import train_epoch
-from tests.synthetic import synthetic_digits
+from stages.core.synthetic import synthetic_digits
 
 ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid")  # the two of the figures
 BATCH_SIZE = 100  # the tutorial's

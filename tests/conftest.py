@@ -1,8 +1,12 @@
-"""Shared fixtures: a synthetic MNIST mirror and a throwaway copy of the project as a git + DVC repo."""
+"""Shared fixtures: a synthetic MNIST mirror, and the project as a git + DVC repo on it.
+
+``dvc repro`` of the whole pipeline runs once per test session (``reproduced``); tests that only
+read its results share it, and tests that change something work on a copy of it (``project``),
+which takes a fraction of a second, not a pipeline run.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,19 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.synthetic import mirror_params, write_mirror
+from stages.core.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = (
-    "dvc.yaml",
-    "params.yaml",
-    "stages",
-    "tools",
-    "grid/dvc.yaml",
-    ".dvc/config",
-    ".dvcignore",
-    ".gitignore",
-)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "tools", "grid/dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+TWO_RECIPES = ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam")
 
 
 @pytest.fixture(scope="session")
@@ -34,54 +30,22 @@ def mirror(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def small_params(checksums: dict[str, str]) -> dict:
-    """The project's params.yaml, scaled down to the synthetic data: seconds, not minutes."""
+    """The project's params.yaml, scaled down to the synthetic data (seconds, not minutes), with a
+    grid of two recipes and two seeds."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(mirror_params(checksums))
-    params["split"] = {"train_size": 800, "valid_size": 200}
-    params["train"] = {"epochs": 3, "batch_size": 50}
-    params["device"] = "cpu"
+    params["split"].update(train_size=800, valid_size=200)
+    params["train"].update(epochs=3, batch_size=50)
+    params["evaluate"]["batch_size"] = 100
+    params["grid"] = {"seeds": 2, "recipes": {name: params["grid"]["recipes"][name] for name in TWO_RECIPES}}
     return params
 
 
-def project_env(mirror_folder: Path) -> dict[str, str]:
-    """The environment a user's shell would have: this venv's python first on PATH, no analytics."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["MNIST_MIRRORS"] = mirror_folder.as_uri()
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-@pytest.fixture
-def project(tmp_path, mirror) -> "Project":
-    """A fresh git repository holding the project's pipeline with small params, committed."""
-    return make_project(tmp_path / "repo", mirror)
-
-
-@pytest.fixture
-def reproduced(project) -> "Project":
-    """The project after ``dvc repro``, its results committed as the baseline."""
-    project.run("dvc", "repro")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "baseline results")
-    return project
-
-
 @pytest.fixture(scope="session")
-def trained_project(tmp_path_factory, mirror) -> "Project":
-    """One project with every stage run by hand, shared by the tests that only read its outputs
-    or run commands that change nothing: training once keeps the suite fast."""
-    project = make_project(tmp_path_factory.mktemp("trained") / "repo", mirror)
-    for stage in ("download", "split", "train", "evaluate"):
-        project.stage(stage)
-    return project
-
-
-def make_project(repo: Path, mirror: tuple[Path, dict[str, str]]) -> "Project":
+def fresh(tmp_path_factory, mirror) -> Project:
+    """The project as cloned, committed, nothing run: copy it (``.copy``) before changing it."""
     folder, checksums = mirror
+    repo = tmp_path_factory.mktemp("fresh") / "repo"
     for name in PROJECT_FILES:
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,16 +54,37 @@ def make_project(repo: Path, mirror: tuple[Path, dict[str, str]]) -> "Project":
         else:
             shutil.copy(source, target)
     (repo / "params.yaml").write_text(yaml.safe_dump(small_params(checksums), sort_keys=False))
-    project = Project(repo, project_env(folder))
+    project = Project(repo, shell_env(folder))
     project.run("git", "init", "-q", "-b", "main")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "project under test")
     return project
 
 
+@pytest.fixture(scope="session")
+def reproduced(fresh, tmp_path_factory) -> Project:
+    """The project after ``dvc repro``, its results committed as the baseline. Read it, never change
+    it: tests that change something take ``project``."""
+    project = fresh.copy(tmp_path_factory.mktemp("reproduced") / "repo")
+    project.run("dvc", "repro")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline results")
+    return project
+
+
+@pytest.fixture
+def project(reproduced, tmp_path) -> Project:
+    """A private copy of ``reproduced``: results committed, DVC cache filled."""
+    return reproduced.copy(tmp_path / "repo")
+
+
 class Project:
     def __init__(self, root: Path, env: dict[str, str]):
         self.root, self.env = root, env
+
+    def copy(self, root: Path) -> Project:
+        shutil.copytree(self.root, root, symlinks=True)
+        return Project(root, dict(self.env))
 
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, text=True)
@@ -109,6 +94,9 @@ class Project:
 
     def stage(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", f"stages.{name}", *args, check=check)
+
+    def tool(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", f"tools.{name}", *args, check=check)
 
     def read(self, path: str) -> str:
         return (self.root / path).read_text()

@@ -8,7 +8,7 @@ import torch
 from stages.core import data
 from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx, encode_idx
-from tests.synthetic import synthetic_digits
+from stages.core.synthetic import synthetic_digits
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 

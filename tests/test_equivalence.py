@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks import common, reference
+from benchmarks import common
+from stages.core import tutorial
 from stages.core import data, runtime
 from stages.core.models import Architecture
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.training import evaluate, fit, train_epoch
-from tests.synthetic import synthetic_digits
+from stages.core.synthetic import synthetic_digits
 
 CPU = torch.device("cpu")
 ARCHITECTURES = (
@@ -67,11 +68,11 @@ def assert_fit_matches_reference(
     fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
     train, valid = (data.as_rows(images, CPU), labels), (data.as_features(images, CPU), labels)
     history = fit(fast, fast_optimizer, train, valid, EPOCHS, batch_size, SEED)
-    dataset = reference.PerImageDataset(images, labels)
+    dataset = tutorial.PerImageDataset(images, labels)
     shuffle = torch.Generator().manual_seed(SEED)
     for result in history:
         order = torch.randperm(len(labels), generator=shuffle)
-        loss = reference.train_epoch(slow, slow_optimizer, reference.loader(dataset, batch_size, order), CPU)
+        loss = tutorial.train_epoch(slow, slow_optimizer, tutorial.loader(dataset, batch_size, order), CPU)
         assert result.train_loss == pytest.approx(loss, abs=1e-6)
     assert_same_weights(fast, slow)
 
@@ -83,8 +84,8 @@ def test_fast_evaluation_matches_the_reference(digits, architecture):
     optimizer = build_optimizer(OPTIMIZERS[0], model.parameters())
     train_epoch(model, optimizer, data.as_rows(images, CPU), labels, 10, torch.arange(len(labels)))  # past chance
     fast = evaluate(model, data.as_features(images, CPU), labels)
-    dataset = reference.PerImageDataset(images, labels)
-    loss, accuracy = reference.evaluate(model, reference.loader(dataset, BATCH_SIZE), CPU)
+    dataset = tutorial.PerImageDataset(images, labels)
+    loss, accuracy = tutorial.evaluate(model, tutorial.loader(dataset, BATCH_SIZE), CPU)
     assert accuracy > 0.5  # a trained model: predictions of every class, not one
     assert fast.accuracy == accuracy  # both are correct / total
     assert fast.loss == pytest.approx(loss, abs=1e-6)

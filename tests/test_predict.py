@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.synthetic import synthetic_digits
+from stages.core.synthetic import synthetic_digits
 
 
 def write_photo(path, image: np.ndarray, invert: bool = False) -> None:

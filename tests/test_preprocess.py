@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from stages.core.preprocess import centre_of_mass, to_mnist
-from tests.synthetic import draw_digit
+from stages.core.synthetic import draw_digit
 
 
 def photograph(digit: np.ndarray, size: tuple[int, int] = (100, 120), at: tuple[int, int] = (5, 30)) -> np.ndarray:

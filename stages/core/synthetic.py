@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -72,3 +74,16 @@ def mirror_params(checksums: dict[str, str]) -> dict:
     """The params.yaml entries for a mirror that ``write_mirror`` made: its checksums, and no public
     mirror to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
     return {"mnist_sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mnist_mirrors": []}
+
+
+def shell_env(mirror_folder: Path) -> dict[str, str]:
+    """The environment a user's shell would have to run the project against a synthetic mirror:
+    this venv's python first on PATH, no analytics, a git identity (queued experiments commit)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["MNIST_MIRRORS"] = mirror_folder.as_uri()
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
+    env.pop("PYTHONPATH", None)
+    return env
