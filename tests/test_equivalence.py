@@ -1,24 +1,25 @@
-"""The fast path against the tutorial's per-image loop (benchmarks.reference): bitwise the same
+"""The fast path against the tutorial's per-image loop (stages/core/tutorial.py): bitwise the same
 weights for the same order, and the same validation figures."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from benchmarks import common
-from stages.core import tutorial
-from stages.core import data, runtime
-from stages.core.models import Architecture
+from stages.core import data, runtime, tutorial
+from stages.core.models import MLP, Architecture, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
-from stages.core.training import evaluate, fit, train_epoch
+from stages.core.params import TrainParams
+from stages.core.training import epoch_rows, evaluate, fit, scaled_batches, train_epoch
+from stages.core.params import load_params
 from stages.core.synthetic import synthetic_digits
+from tests.conftest import ROOT
 
 CPU = torch.device("cpu")
-ARCHITECTURES = (
-    Architecture("mlp_20_sigmoid", (20,), "sigmoid"),
-    Architecture("mlp_128_64_relu", (128, 64), "relu"),
-)
+ARCHITECTURES = (MLP("mlp_20_sigmoid", (20,), "sigmoid"), MLP("mlp_128_64_relu", (128, 64), "relu"))
+LENET5 = load_params(ROOT / "params.yaml").architectures["lenet5"]
 OPTIMIZERS = (
     OptimizerSpec("sgd", "sgd", {"lr": 0.1}),
     OptimizerSpec("momentum", "sgd", {"lr": 0.01, "momentum": 0.9}),
@@ -39,8 +40,10 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def twin_models(architecture: Architecture) -> list[torch.nn.Module]:
-    runtime.configure(seed=0, threads=1, device="cpu")
-    return common.same_init_models(architecture, 2, CPU)
+    runtime.configure(threads=1, device="cpu", mode="portable")
+    torch.manual_seed(0)
+    first = build_model(architecture)
+    return [first, copy.deepcopy(first)]
 
 
 def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
@@ -55,6 +58,10 @@ def test_fit_gives_bitwise_the_reference_weights(digits, architecture, spec):
     assert_fit_matches_reference(digits, architecture, spec, BATCH_SIZE)
 
 
+def test_a_cnn_trains_as_in_the_reference(digits):
+    assert_fit_matches_reference(digits, LENET5, OPTIMIZERS[4], BATCH_SIZE)
+
+
 def test_a_short_last_batch_trains_as_in_the_reference(digits):
     """600 images in batches of 64: the last step takes 24, scaled into part of the reused buffer."""
     assert_fit_matches_reference(digits, ARCHITECTURES[0], OPTIMIZERS[0], batch_size=64)
@@ -67,7 +74,8 @@ def assert_fit_matches_reference(
     fast, slow = twin_models(architecture)
     fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
     train, valid = (data.as_rows(images, CPU), labels), (data.as_features(images, CPU), labels)
-    history = fit(fast, fast_optimizer, train, valid, EPOCHS, batch_size, SEED)
+    settings = TrainParams(epochs=EPOCHS, batch_size=batch_size, keep="last", patience=0, shift=0)
+    history = fit(fast, fast_optimizer, None, train, valid, settings, SEED, eval_batch_size=1000).history
     dataset = tutorial.PerImageDataset(images, labels)
     shuffle = torch.Generator().manual_seed(SEED)
     for result in history:
@@ -82,8 +90,8 @@ def test_fast_evaluation_matches_the_reference(digits, architecture):
     images, labels = digits
     model, _ = twin_models(architecture)
     optimizer = build_optimizer(OPTIMIZERS[0], model.parameters())
-    train_epoch(model, optimizer, data.as_rows(images, CPU), labels, 10, torch.arange(len(labels)))  # past chance
-    fast = evaluate(model, data.as_features(images, CPU), labels)
+    train_epoch(model, optimizer, scaled_batches(data.as_rows(images, CPU), labels, 10))  # past chance
+    fast = evaluate(model, data.as_features(images, CPU), labels, batch_size=1000)
     dataset = tutorial.PerImageDataset(images, labels)
     loss, accuracy = tutorial.evaluate(model, tutorial.loader(dataset, BATCH_SIZE), CPU)
     assert accuracy > 0.5  # a trained model: predictions of every class, not one
@@ -92,11 +100,12 @@ def test_fast_evaluation_matches_the_reference(digits, architecture):
 
 
 def test_shuffle_buffers_only_save_time(digits):
-    """``train_epoch`` without buffers (a fresh copy per epoch) trains exactly as with them."""
+    """The epoch's gather into reused buffers trains exactly as a fresh copy per epoch."""
     images, labels = digits
-    rows = data.as_rows(images, CPU)
+    train = (data.as_rows(images, CPU), labels)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED))
     models = twin_models(ARCHITECTURES[1])
-    for model, out in zip(models, (None, (torch.empty_like(rows), torch.empty_like(labels))), strict=True):
-        train_epoch(model, build_optimizer(OPTIMIZERS[0], model.parameters()), rows, labels, BATCH_SIZE, order, out)
+    for model, out in zip(models, (None, (torch.empty_like(train[0]), torch.empty_like(labels))), strict=True):
+        optimizer = build_optimizer(OPTIMIZERS[0], model.parameters())
+        train_epoch(model, optimizer, scaled_batches(*epoch_rows(train, order, out), BATCH_SIZE))
     assert_same_weights(*models)

@@ -1,4 +1,4 @@
-"""Architectures and optimizers come from registries keyed by the names params.yaml uses."""
+"""Architectures are data in two families; a saved model carries the architecture it has."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import torch
 
 from stages.core import runtime
 from stages.core.errors import PipelineError
-from stages.core.models import Architecture, build_model, count_parameters, load_model
+from stages.core.models import CNN, MLP, ConvBlock, Head, build_model, count_parameters, load_trained, model_bytes
 from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
+from stages.core.params import load_params, parse_architecture
+from tests.conftest import ROOT
 
-TUTORIAL_20 = Architecture("mlp_20_sigmoid", (20,), "sigmoid")
-TUTORIAL_128_64 = Architecture("mlp_128_64_relu", (128, 64), "relu")
+PARAMS = load_params(ROOT / "params.yaml")
+TUTORIAL_20 = PARAMS.architectures["mlp_20_sigmoid"]
+TUTORIAL_128_64 = PARAMS.architectures["mlp_128_64_relu"]
+CPU = torch.device("cpu")
 
 
 def test_tutorial_models_have_the_tutorial_parameter_counts():
@@ -19,10 +23,33 @@ def test_tutorial_models_have_the_tutorial_parameter_counts():
     assert count_parameters(build_model(TUTORIAL_128_64)) == 109_386
 
 
-def test_model_maps_784_vectors_to_10_logits():
-    model = build_model(TUTORIAL_128_64)
-    assert model(torch.rand(4, 784)).shape == (4, 10)
-    assert isinstance(model[1], torch.nn.ReLU) and isinstance(build_model(TUTORIAL_20)[1], torch.nn.Sigmoid)
+def test_lenet5_has_lenet5s_layers_and_parameter_count():
+    model = build_model(PARAMS.architectures["lenet5"])
+    convolutions = [layer for layer in model if isinstance(layer, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convolutions] == [(6, (5, 5)), (16, (5, 5))]
+    # conv 6x(25+1), conv 16x(6x25+1), fc 400->120, 120->84, 84->10
+    assert count_parameters(model) == 156 + 2_416 + 48_120 + 10_164 + 850
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS.architectures))
+def test_every_architecture_maps_rows_of_784_pixels_to_10_logits(name):
+    model = build_model(PARAMS.architectures[name]).eval()
+    assert model(torch.rand(3, 784)).shape == (3, 10)
+
+
+def test_a_cnn_block_is_conv_batch_norm_activation_pool_dropout_in_that_order():
+    architecture = CNN("x", "gelu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.25),), Head((8,), True, 0.5))
+    kinds = [type(layer).__name__ for layer in build_model(architecture)]
+    assert kinds == [
+        "Unflatten", "Conv2d", "BatchNorm2d", "GELU", "MaxPool2d", "Dropout",
+        "Flatten", "Linear", "BatchNorm1d", "GELU", "Dropout", "Linear",
+    ]  # fmt: skip
+    assert build_model(architecture)[1].bias is None  # batch norm's shift makes a bias redundant
+
+
+def test_an_mlp_with_dropout_drops_after_each_activation():
+    kinds = [type(layer).__name__ for layer in build_model(MLP("x", (8, 4), "relu", dropout=0.2))]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
 
 
 def test_same_seed_same_initial_weights_as_the_tutorial_class():
@@ -45,30 +72,61 @@ def test_every_registered_optimizer_takes_a_step(optimizer_type):
     assert not torch.equal(before, model[0].weight)
 
 
-def test_momentum_entry_is_sgd_with_momentum():
-    spec = OptimizerSpec("momentum", "sgd", {"lr": 0.01, "momentum": 0.9})
-    optimizer = build_optimizer(spec, build_model(TUTORIAL_20).parameters())
-    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+def saved(tmp_path, architecture, digest="d1"):
+    path = tmp_path / "model.pt"
+    model = build_model(architecture)
+    path.write_bytes(model_bytes(model, architecture, {"arch": architecture.name}, digest))
+    return path, model
 
 
-def test_saved_state_dict_loads_with_weights_only(tmp_path):
-    from stages.core.atomic import save_torch
+@pytest.mark.parametrize("name", ["mlp_20_sigmoid", "cnn_small"])
+def test_a_saved_model_loads_with_weights_only_and_carries_its_architecture(tmp_path, name):
+    architecture = PARAMS.architectures[name]
+    path, model = saved(tmp_path, architecture)
+    loaded = load_trained(path, CPU, parse_architecture)
+    assert loaded.architecture == architecture and loaded.params_digest == "d1" and loaded.run == {"arch": name}
+    for (key, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+    assert not loaded.model.training
 
-    model = build_model(TUTORIAL_20)
-    save_torch(tmp_path / "model.pt", model.state_dict())
-    loaded = load_model(tmp_path / "model.pt", TUTORIAL_20, torch.device("cpu"))
-    saved, restored = model.state_dict(), loaded.state_dict()
-    assert saved.keys() == restored.keys() and all(torch.equal(saved[key], restored[key]) for key in saved)
-    with pytest.raises(PipelineError, match="does not fit architecture 'mlp_128_64_relu'"):
-        load_model(tmp_path / "model.pt", TUTORIAL_128_64, torch.device("cpu"))
-    with pytest.raises(PipelineError, match="train a model first"):
-        load_model(tmp_path / "absent.pt", TUTORIAL_20, torch.device("cpu"))
+
+def test_loading_into_another_architecture_names_both(tmp_path):
+    path, _ = saved(tmp_path, TUTORIAL_128_64)
+    tanh = MLP("mlp_128_64_relu", (128, 64), "tanh")  # same name and shapes: only the file knows better
+    with pytest.raises(PipelineError, match=r"holds architecture 'mlp_128_64_relu', but params.yaml asks for "
+                       r"'mlp_128_64_relu' \(activation: relu in the file, tanh in params.yaml\)"):  # fmt: skip
+        load_trained(path, CPU, parse_architecture, expected=tanh)
+
+
+@pytest.mark.parametrize(
+    "damage", [lambda data: b"", lambda data: data[: len(data) // 2], lambda data: b"not a model at all"],
+    ids=["empty", "truncated", "foreign"],
+)
+def test_an_unreadable_model_file_is_one_line(tmp_path, damage):
+    path, _ = saved(tmp_path, TUTORIAL_20)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(PipelineError, match="is not a model saved by this project's train stage"):
+        load_trained(path, CPU, parse_architecture)
+
+
+def test_a_bare_state_dict_is_refused_as_foreign(tmp_path):
+    """Models of earlier versions held only weights: which architecture they fit is unknown."""
+    torch.save(build_model(TUTORIAL_20).state_dict(), tmp_path / "old.pt")
+    with pytest.raises(PipelineError, match="foreign"):
+        load_trained(tmp_path / "old.pt", CPU, parse_architecture)
+
+
+def test_no_model_or_a_folder_in_its_place_is_one_line(tmp_path):
+    with pytest.raises(PipelineError, match="absent.pt not found: train a model first"):
+        load_trained(tmp_path / "absent.pt", CPU, parse_architecture)
+    with pytest.raises(PipelineError, match="is a directory, not a model file"):
+        load_trained(tmp_path, CPU, parse_architecture)
 
 
 def test_auto_device_falls_back_to_cpu_only_when_nothing_else_is_there():
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("an accelerator is present")
-    assert runtime.resolve_device("auto") == torch.device("cpu")
+    assert runtime.resolve_device("auto") == CPU
 
 
 def test_absent_device_is_an_error_not_a_silent_cpu_fallback():

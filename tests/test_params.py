@@ -12,6 +12,7 @@ from stages.core.params import load_params, parse_params
 from tests.conftest import ROOT
 
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+TUTORIAL_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
 
 def with_changes(**changes) -> dict:
@@ -36,14 +37,37 @@ def error_for(raw) -> str:
 
 def test_project_defaults_are_the_tutorial_setup():
     params = load_params(ROOT / "params.yaml")
-    assert (params.arch, params.optimizer) == ("mlp_128_64_relu", "sgd")
-    assert (params.train.epochs, params.train.batch_size) == (17, 100)
+    assert (params.arch, params.optimizer, params.schedule) == ("mlp_128_64_relu", "sgd", "none")
+    assert (params.train.epochs, params.train.batch_size, params.train.keep) == (17, 100, "last")
     assert (params.split.train_size, params.split.valid_size) == (50_000, 10_000)
+    assert (params.device, params.numerics) == ("cpu", "portable")
     assert params.architecture.hidden == (128, 64) and params.architecture.activation == "relu"
-    assert params.architectures["mlp_20_sigmoid"].layer_sizes == (784, 20, 10)
-    assert params.optimizer_spec.type == "sgd" and params.optimizer_spec.hyperparameters["lr"] == 0.1
     assert params.optimizers["momentum"].hyperparameters == {"lr": 0.01, "momentum": 0.9}
-    assert set(params.optimizers) == {"sgd", "momentum", "adagrad", "rmsprop", "adam"}
+    assert {"sgd", "momentum", "adagrad", "rmsprop", "adam"} <= set(params.optimizers)
+    assert {"none", "step", "cosine", "onecycle"} <= set(params.schedules)
+
+
+def test_the_grid_trains_both_mlps_with_every_optimizer_and_each_cnn_with_its_recipe():
+    params = load_params(ROOT / "params.yaml")
+    mlp_cells = {(r.arch, r.optimizer) for r in params.grid.recipes.values() if r.arch.startswith("mlp")}
+    assert mlp_cells == {(a, o) for a in ("mlp_20_sigmoid", "mlp_128_64_relu") for o in TUTORIAL_OPTIMIZERS}
+    assert {"lenet5", "cnn_small"} <= {r.arch for r in params.grid.recipes.values()}
+    cnn = params.recipe("cnn_small", seed=43)
+    assert cnn.architecture.family == "cnn" and cnn.seed == 43 and cnn.train.shift > 0
+    assert params.grid_seeds == [42, 43, 44]
+
+
+def test_a_grid_recipe_is_the_single_configuration_when_it_names_the_same_entries():
+    params = load_params(ROOT / "params.yaml")
+    assert params.recipe("mlp_128_64_relu-sgd").digest == params.recipe().digest
+    assert params.recipe("mlp_128_64_relu-sgd", seed=43).digest != params.recipe().digest
+
+
+def test_the_params_digest_covers_only_the_entries_a_run_uses():
+    digest = parse_params(DEFAULTS).recipe().digest
+    assert parse_params(with_changes(**{"optimizers.adam.lr": 0.5})).recipe().digest == digest
+    assert parse_params(with_changes(**{"optimizers.sgd.lr": 0.5})).recipe().digest != digest
+    assert parse_params(with_changes(**{"train.epochs": 3})).recipe().digest != digest
 
 
 def test_unknown_arch_names_it_and_the_choices():
@@ -53,7 +77,7 @@ def test_unknown_arch_names_it_and_the_choices():
 
 def test_unknown_optimizer_names_it_and_the_choices():
     message = error_for(with_changes(optimizer="lbfgs"))
-    assert "'lbfgs'" in message and "adagrad, adam, momentum, rmsprop, sgd" in message
+    assert "'lbfgs'" in message and "adagrad, adam, adamw, momentum, rmsprop, sgd" in message
 
 
 @pytest.mark.parametrize("lr", [-1, 0, "fast", float("nan")])
@@ -77,7 +101,66 @@ def test_unknown_hyperparameter_lists_the_valid_ones():
 
 
 def test_unknown_optimizer_type_lists_registry():
-    assert "adagrad, adam, rmsprop, sgd" in error_for(with_changes(**{"optimizers.sgd.type": "lion"}))
+    assert "adagrad, adam, adamw, rmsprop, sgd" in error_for(with_changes(**{"optimizers.sgd.type": "lion"}))
+
+
+def test_an_unknown_key_anywhere_is_an_error_naming_it_and_the_valid_ones():
+    """A misspelt key would otherwise be ignored, and the run would not be what its params say."""
+    raw = with_changes()
+    raw["optimiser"] = "adam"
+    assert "optimiser = 'adam' is invalid; unknown key; valid keys: arch, architectures, device," in error_for(raw)
+    raw = with_changes()
+    raw["train"]["epoch"] = 1
+    assert "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, shift" in error_for(raw)
+    raw = with_changes()
+    raw["architectures"]["lenet5"]["blocks"][0]["chanels"] = 8
+    assert "architectures.lenet5.blocks[0].chanels" in error_for(raw)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("optimizers.momentum.momentum", "high", "expected a finite number"),
+        ("optimizers.adam.betas", [0.9], "expected a list of two finite numbers"),
+        ("optimizers.sgd.nesterov", "yes", "expected true or false"),
+        ("schedules.step.step_size", 0, "expected an integer >= 1"),
+        ("schedules.onecycle.anneal_strategy", "cubic", "choose one of: cos, linear"),
+        ("train.keep", "first", "choose one of: best, last"),
+        ("train.shift", 30, "expected an integer from 0 to 8"),
+        ("architectures.mlp_20_sigmoid.dropout", 1.5, "expected a number from 0 to below 1"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_says_what_was_expected(key, value, expected):
+    message = error_for(with_changes(**{key: value}))
+    assert f"{key} = {value!r} is invalid; {expected}" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("seed", 2**64), ("split.seed", -1), ("threads", 10**20), ("device", "cuda:99999999999999999999")]
+)
+def test_an_out_of_range_number_is_one_line_not_a_traceback(key, value):
+    assert f"{key} = {value!r} is invalid" in error_for(with_changes(**{key: value}))
+
+
+def test_grid_seeds_must_stay_within_torchs_seed_range():
+    assert "grid.seeds = 3 is invalid" in error_for(with_changes(seed=2**64 - 2))
+
+
+def test_a_schedule_is_checked_against_the_optimizer_it_drives():
+    message = error_for(with_changes(schedule="onecycle", optimizer="adagrad"))  # no momentum to cycle
+    assert "schedule 'onecycle' with optimizer 'adagrad'" in message and "momentum" in message
+
+
+def test_a_grid_recipe_names_existing_entries():
+    raw = with_changes()
+    raw["grid"]["recipes"]["lenet5"]["optimizer"] = "lion"
+    assert "grid.recipes.lenet5.optimizer = 'lion' is invalid; choose one of:" in error_for(raw)
+
+
+def test_a_cnn_whose_kernel_no_longer_fits_its_feature_map_is_refused():
+    raw = with_changes()
+    raw["architectures"]["lenet5"]["blocks"].append({"channels": 8, "kernel": 7})
+    assert "architectures.lenet5: blocks[2]: kernel 7 does not fit a 5x5 map" in error_for(raw)
 
 
 def test_architecture_is_data_checked_for_sizes_and_activation():
@@ -89,8 +172,8 @@ def test_architecture_is_data_checked_for_sizes_and_activation():
 
 def test_a_new_architecture_is_only_a_params_entry():
     raw = with_changes(arch="mlp_256_tanh")
-    raw["architectures"]["mlp_256_tanh"] = {"hidden": [256], "activation": "tanh"}
-    assert parse_params(raw).architecture.layer_sizes == (784, 256, 10)
+    raw["architectures"]["mlp_256_tanh"] = {"family": "mlp", "hidden": [256], "activation": "tanh"}
+    assert parse_params(raw).architecture.hidden == (256,)
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", ""])

@@ -194,8 +194,8 @@ def fit(
             if not math.isfinite(value):
                 raise Diverged(f"training diverged at epoch {result.epoch}: its {name} is {value}")
         state.add(result, model, keep_best=settings.keep == "best")
-        on_epoch(result)
         checkpoints.save(state.snapshot(model, optimizer, scheduler, generator))
+        on_epoch(result)  # after the save: an epoch that was reported is never trained again
     if settings.keep == "best":
         model.load_state_dict(state.best_state)
         return FitResult(state.history, state.best_epoch)

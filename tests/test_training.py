@@ -1,0 +1,127 @@
+"""The training loop beyond the tutorial's: the epoch kept, early stopping, schedules, shifted
+images, a diverged run, and resuming from a checkpoint bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stages.core import data, runtime
+from stages.core.checkpoint import FileCheckpoints
+from stages.core.models import CNN, MLP, ConvBlock, Head, build_model
+from stages.core.optimizers import OptimizerSpec, build_optimizer
+from stages.core.params import TrainParams
+from stages.core.schedules import ScheduleSpec, build_scheduler
+from stages.core.synthetic import synthetic_digits
+from stages.core.training import Diverged, fit
+
+CPU = torch.device("cpu")
+SEED = 5
+SMALL_MLP = MLP("mlp", (16,), "relu")
+# Every source of randomness a run has: dropout, batch norm, shifted images, a per-batch schedule.
+SMALL_CNN = CNN("cnn", "relu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.2),), Head((16,), False, 0.3))
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    runtime.configure(threads=1, device="cpu", mode="portable")
+    images, labels = synthetic_digits(300, seed=3)
+    valid_images, valid_labels = synthetic_digits(100, seed=4)
+    return (data.as_rows(images, CPU), labels.long()), (data.as_features(valid_images, CPU), valid_labels.long())
+
+
+def settings(**changes) -> TrainParams:
+    return TrainParams(**{"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, **changes})
+
+
+def run(split, train, architecture=SMALL_MLP, schedule=None, lr=0.05, checkpoints=None, on_epoch=None, kind="adam"):
+    """A seeded model trained by ``fit``: the model, the result, the optimizer and the scheduler."""
+    torch.manual_seed(SEED)
+    model = build_model(architecture)
+    optimizer = build_optimizer(OptimizerSpec(kind, kind, {"lr": lr}), model.parameters())
+    scheduler = build_scheduler(schedule or ScheduleSpec("none", "none"), optimizer, train.epochs, 6)
+    result = fit(model, optimizer, scheduler, *split, train, SEED, 1000, checkpoints, on_epoch or (lambda r: None))
+    return model, result, optimizer, scheduler
+
+
+def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+
+
+def test_keep_best_holds_the_weights_of_the_earliest_best_epoch(split):
+    model, result, _, _ = run(split, settings(keep="best"), lr=0.2)
+    accuracies = [r.valid_accuracy for r in result.history]
+    assert result.kept_epoch == accuracies.index(max(accuracies)) + 1 == result.best.epoch
+    assert result.kept_epoch < len(result.history)  # this run's best is not its last epoch
+    shorter, _, _, _ = run(split, settings(epochs=result.kept_epoch), lr=0.2)
+    assert same_weights(model, shorter)
+
+
+def test_patience_stops_after_that_many_epochs_without_a_better_validation_accuracy(split):
+    _, result, _, _ = run(split, settings(epochs=10, patience=1), lr=0.2)
+    assert len(result.history) == result.best.epoch + 1 < 10
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected_steps"),
+    [(ScheduleSpec("step", "step", {"step_size": 1, "gamma": 0.5}), 2), (ScheduleSpec("onecycle", "onecycle", {"max_lr": 0.1}), 12)],
+)
+def test_a_schedule_steps_per_epoch_or_per_batch_as_torch_intends(split, schedule, expected_steps):
+    _, _, optimizer, scheduler = run(split, settings(epochs=2), schedule=schedule)  # 300 images: 6 batches
+    assert scheduler.scheduler.last_epoch == expected_steps
+    if schedule.type == "step":
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**2)
+
+
+def test_shifted_images_move_by_at_most_the_shift_and_depend_on_the_seed_alone():
+    rows = torch.zeros(200, 784, dtype=torch.uint8)
+    rows[:, 14 * 28 + 14] = 255  # one bright pixel at (14, 14)
+    first = data.shifted(rows, 2, torch.Generator().manual_seed(1))
+    assert torch.equal(first, data.shifted(rows, 2, torch.Generator().manual_seed(1)))
+    positions = first.reshape(200, 28, 28).nonzero()[:, 1:] - 14
+    assert len(positions) == 200 and positions.abs().max() == 2
+    assert len({tuple(p) for p in positions.tolist()}) == 25  # every offset from -2 to 2 each way
+
+
+def test_a_loss_that_is_not_finite_stops_training_naming_the_epoch(split):
+    with pytest.raises(Diverged, match=r"training diverged at epoch 1: its (train|validation) loss is (nan|inf)"):
+        run(split, settings(), lr=1e12, kind="sgd")
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(epoch: int):
+    def on_epoch(result):
+        if result.epoch == epoch:
+            raise Interrupt
+
+    return on_epoch
+
+
+@pytest.mark.parametrize("architecture", [SMALL_MLP, SMALL_CNN], ids=["mlp", "cnn"])
+def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(split, tmp_path, architecture):
+    train = settings(epochs=3, keep="best", shift=2)
+    schedule = ScheduleSpec("onecycle", "onecycle", {"max_lr": 0.05})
+    whole, expected, _, _ = run(split, train, architecture, schedule)
+
+    said = []
+    checkpoints = FileCheckpoints(tmp_path / "checkpoint.pt", "key", CPU, say=said.append)
+    with pytest.raises(Interrupt):
+        run(split, train, architecture, schedule, checkpoints=checkpoints, on_epoch=interrupt_after(2))
+    resumed, result, _, _ = run(split, train, architecture, schedule, checkpoints=checkpoints)
+    assert said == [f"resuming after epoch 2 from {tmp_path / 'checkpoint.pt'}"]
+    assert result == expected and same_weights(resumed, whole)
+
+
+def test_a_checkpoint_of_another_run_is_set_aside_not_resumed(split, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        run(split, settings(), checkpoints=FileCheckpoints(path, "other params", CPU), on_epoch=interrupt_after(1))
+    said = []
+    _, result, _, _ = run(split, settings(), checkpoints=FileCheckpoints(path, "these params", CPU, say=said.append))
+    assert len(result.history) == 4
+    assert said == [f"{path} was made by a run with other params, data or numerics: set aside as {path}.stale; "
+                    "training from the first epoch"]  # fmt: skip
+    assert (tmp_path / "checkpoint.pt.stale").exists()
