@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ import torch
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename; readers see the old file or the new one."""
+    """Replace ``path`` with ``data`` in one rename; readers see the old file or the new one. The
+    file gets the mode a plain ``open()`` would give it, so others can read what they may."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -23,6 +25,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # not mkstemp's 0600, which hides it from group and web
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -53,3 +56,22 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+PROC_STATUS = Path("/proc/self/status")
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux shows it: setting it to read it, the only other way,
+    changes it for a moment for every thread."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # two threads interleaving set-and-restore could leave the wrong umask behind
+        umask = os.umask(0o077)  # meanwhile other threads' new files are private, never too open
+        os.umask(umask)
+    return umask
