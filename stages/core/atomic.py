@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +18,30 @@ import torch
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace ``path`` with ``data`` in one rename; readers see the old file or the new one. The
     file gets the mode a plain ``open()`` would give it, so others can read what they may."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    write_together({path: data})
+
+
+def write_together(contents: Mapping[str | os.PathLike, bytes]) -> None:
+    """Replace each path with its bytes together: every file is written beside its target first and
+    renamed only once all are written, so a failed write leaves each old file as it was."""
+    mode = 0o666 & ~_umask()
+    staged = {}
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # not mkstemp's 0600, which hides it from group and web
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        for path, data in contents.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged[tmp] = path
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)  # not mkstemp's 0600, which hides it from group and web
+                os.fsync(handle.fileno())
+        for tmp, path in staged.items():
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
