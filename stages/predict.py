@@ -2,10 +2,11 @@
 
 Not a DVC stage but a command, run from the project root after ``dvc repro``:
 
-    python -m stages.predict my_digit.png photo.jpg --index 2 --index 7 [--json]
+    python -m stages.predict my_digit.png photo.jpg --index 2 --index 7 [--json] [--max-pixels N]
 
-An image file may be any size, dark ink on light paper or light ink on dark; it is brought to
-MNIST's form first (stages/core/preprocess.py). A test-set image shows its true label too.
+An image file may be any size up to --max-pixels, dark ink on light paper or light ink on dark,
+or ink on a transparent background; it is brought to MNIST's form first
+(stages/core/preprocess.py). A test-set image shows its true label too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from stages.core import data, runtime
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_model_for, load_params
-from stages.core.preprocess import load_digit
+from stages.core.preprocess import MAX_PIXELS, load_digit
 from stages.core.training import probabilities
 
 TOP = 3
@@ -52,16 +53,24 @@ def main() -> None:
     parser.add_argument("images", nargs="*", type=Path, help="image files (PNG, JPEG, ...)")
     parser.add_argument("--index", type=int, action="append", default=[], help="a test-set image, by position")
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per input")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse larger images, as a small file can decode into gigabytes (default {MAX_PIXELS:,}, Pillow's)",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     args = parser.parse_args()
     if not args.images and not args.index:
         parser.error("give at least one image file or --index")
+    if args.max_pixels < 1:
+        raise PipelineError(f"--max-pixels {args.max_pixels} is invalid: give a number of pixels >= 1")
 
     params = load_params(args.params)
     device = runtime.configure(params.threads, params.device, params.numerics)
-    inputs = [(str(path), load_digit(path), None) for path in args.images]
+    inputs = [(str(path), load_digit(path, args.max_pixels), None) for path in args.images]
     if args.index:
         test = data.load_subset(args.split / "test.pt")
         inputs += [(f"test[{index}]", *test_set_image(test, index)) for index in args.index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -66,9 +68,8 @@ def test_split_larger_than_the_data_names_the_sizes():
 
 def test_saved_subset_loads_back_and_bytes_are_reproducible(tmp_path):
     subset = full_set(10)
-    data.save_subset(subset, tmp_path / "a.pt")
-    data.save_subset(subset, tmp_path / "b.pt")
-    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    (tmp_path / "a.pt").write_bytes(data.subset_bytes(subset))
+    assert data.subset_bytes(subset) == (tmp_path / "a.pt").read_bytes()
     loaded = data.load_subset(tmp_path / "a.pt")
     assert torch.equal(loaded.images, subset.images) and torch.equal(loaded.labels, subset.labels)
 
@@ -76,6 +77,55 @@ def test_saved_subset_loads_back_and_bytes_are_reproducible(tmp_path):
 def test_missing_split_says_which_stage_to_run(tmp_path):
     with pytest.raises(PipelineError, match="run the split stage"):
         data.load_subset(tmp_path / "train.pt")
+
+
+def saved(images: torch.Tensor, labels: torch.Tensor) -> bytes:
+    """What the split stage writes for these images and labels."""
+    return torch_bytes({"images": images, "labels": labels, "source_indices": torch.arange(len(images))})
+
+
+def torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+IMAGES = torch.zeros(3, 28, 28, dtype=torch.uint8)
+DAMAGE = {  # what is written in place of a split file, and what the error says of it
+    "truncated": (saved(IMAGES, torch.tensor([0, 1, 2]))[:-100], "is not a saved subset"),
+    "not-torch": (b"<html>503 Service Unavailable</html>", "is not a saved subset"),
+    "empty": (b"", "is not a saved subset"),
+    "directory": (None, "is not a saved subset"),
+    "a-bare-tensor": (torch_bytes(IMAGES), "not a saved subset (a dict of tensors images, labels, source_indices)"),
+    "label-10": (saved(IMAGES, torch.tensor([0, 1, 10])), "label 10 is not a digit 0-9"),
+    "label-minus-1": (saved(IMAGES, torch.tensor([0, -1, 2])), "label -1 is not a digit 0-9"),
+    "float-labels": (saved(IMAGES, torch.tensor([0.0, 1.0, 2.0])), "labels are torch.float32, not int64"),
+    "fewer-labels": (saved(IMAGES, torch.tensor([0, 1])), "3 images, but labels [2]"),
+    "not-28x28": (saved(IMAGES[:, :27], torch.tensor([0, 1, 2])), "images are torch.uint8 [3, 27, 28]"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_split_file_is_one_line_naming_it_and_the_stage_to_rerun(tmp_path, damage):
+    content, named = DAMAGE[damage]
+    path = tmp_path / "train.pt"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PipelineError) as error:
+        data.load_subset(path)
+    message = str(error.value)
+    assert message.startswith(str(path)) and named in message
+    assert message.endswith("run dvc repro split") and "\n" not in message
+
+
+def test_a_stage_given_a_damaged_split_exits_2_with_one_line(project, tmp_path):
+    (tmp_path / "train.pt").write_bytes(b"")
+    result = project.stage("train", "--split", str(tmp_path), check=False)
+    assert result.returncode == 2
+    named = f"{tmp_path / 'train.pt'} is not a saved subset (truncated, corrupt or not a file)"
+    assert result.stderr == f"error: {named}: run dvc repro split\n"
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -7,6 +7,8 @@ import gzip
 import http.server
 import shutil
 import threading
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,65 @@ def test_all_mirrors_failing_lists_every_url_and_reason_and_leaves_nothing(serve
     assert "file:///nonexistent/mnist/train-images-idx3-ubyte.gz: unreachable" in message
     assert "MNIST_MIRRORS=" in message
     assert not out.exists() or not any(out.iterdir())
+
+
+def gzip_bomb(size: int) -> bytes:
+    """``size`` zero bytes gzipped, into about a thousandth of that."""
+    compressor, zeros = zlib.compressobj(9, wbits=mirrors.GZIP_WBITS), bytes(1 << 20)
+    return b"".join(compressor.compress(zeros) for _ in range(size >> 20)) + compressor.flush()
+
+
+def with_file(source: Path, target: Path, name: str, content: bytes) -> Path:
+    """A copy of the mirror ``source`` whose ``name``.gz is ``content``."""
+    shutil.copytree(source, target)
+    (target / f"{name}.gz").write_bytes(content)
+    return target
+
+
+def test_a_gzip_bomb_is_given_up_on_at_mnists_size_and_the_next_mirror_serves(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    name = "train-labels-idx1-ubyte"
+    bomb = serve(with_file(folder, tmp_path / "bomb", name, gzip_bomb(100 << 20)))
+    tracemalloc.start()
+    try:
+        content = mirrors.fetch_verified(name, checksums[name], [bomb, serve(folder)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert mirrors.sha256(content) == checksums[name]
+    assert peak < 1 << 20  # the bomb is 100 MiB
+    with pytest.raises(PipelineError) as error:
+        mirrors.download_all(checksums, [bomb], tmp_path / "raw")
+    assert f"{bomb}{name}.gz: larger than MNIST's 60,008 bytes: not the MNIST file" in str(error.value)
+
+
+def test_a_gzip_stream_longer_than_any_mnist_gzip_is_cut_off_and_the_next_mirror_serves(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    name = "train-labels-idx1-ubyte"
+    empty_blocks = gzip.compress(b"")[:10] + b"\x00\x00\x00\xff\xff" * 100_000  # a header, then never any content
+    endless = serve(with_file(folder, tmp_path / "endless", name, empty_blocks))
+    with pytest.raises(PipelineError) as error:
+        mirrors.download_all(checksums, [endless], tmp_path / "raw")
+    assert f"{endless}{name}.gz: more than 120,016 bytes of gzip for MNIST's 60,008: not the MNIST file" in str(
+        error.value
+    )
+    mirrors.download_all(checksums, [endless, serve(folder)], tmp_path / "raw")
+    assert mirrors.sha256((tmp_path / "raw" / name).read_bytes()) == checksums[name]
+
+
+def test_a_failed_download_keeps_the_previous_files_byte_for_byte(serve, mirror, tmp_path):
+    folder, checksums = mirror
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in MNIST_FILES.values():
+        (raw / name).write_bytes(f"an older {name}".encode())
+    before = {path.name: path.read_bytes() for path in raw.iterdir()}
+    half = tmp_path / "half"  # serves train images, then lacks the labels
+    shutil.copytree(folder, half)
+    (half / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(PipelineError, match="train-labels-idx1-ubyte.gz: HTTP 404"):
+        mirrors.download_all(checksums, [serve(half)], raw)
+    assert {path.name: path.read_bytes() for path in raw.iterdir()} == before
 
 
 def test_environment_mirrors_come_first_and_must_be_urls():

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from stages.core.synthetic import synthetic_digits
+from tests.test_preprocess import blank_png
 
 
 def write_photo(path, image: np.ndarray, invert: bool = False) -> None:
@@ -46,6 +47,7 @@ def test_a_test_image_prints_its_prediction_truth_and_top_three(trained_project)
         (["--index", "200"], "--index 200 is out of range"),
         (["--index", "-1"], "--index -1 is out of range"),
         (["--index", "0", "--model", "models/none.pt"], "models/none.pt not found: train a model first"),
+        (["--index", "0", "--max-pixels", "0"], "--max-pixels 0 is invalid: give a number of pixels >= 1"),
     ],
 )
 def test_a_bad_input_or_no_model_is_one_line_naming_it(trained_project, args, named):
@@ -53,3 +55,15 @@ def test_a_bad_input_or_no_model_is_one_line_naming_it(trained_project, args, na
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and named in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(trained_project, tmp_path):
+    bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
+    bomb.write_bytes(blank_png(20_000, 20_000))
+    write_photo(photo, synthetic_digits(1, seed=7)[0][0].numpy())  # 100x80
+    for args, named in [
+        ([bomb], f"{bomb} is 20000x20000 = 400,000,000 pixels, more than the limit of 89,478,485"),
+        ([photo, "--max-pixels", "7999"], f"{photo} is 100x80 = 8,000 pixels, more than the limit of 7,999"),
+    ]:
+        result = trained_project.stage("predict", *map(str, args), check=False)
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", f"error: {named}\n")

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,8 +85,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _temporary(target: Path, data: bytes) -> Path:
-    """``data`` in a new hidden file beside ``target``, synced to disk. Leftovers of an earlier run
-    that was killed before its renames (``.<name>.*.tmp``) are removed first."""
+    """``data`` in a new hidden file beside ``target``, synced to disk, with the mode a plain
+    ``open()`` would give it (not mkstemp's 0600, which hides it from the group and a web server).
+    Leftovers of an earlier run that was killed before its renames (``.<name>.*.tmp``) go first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for leftover in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
@@ -94,6 +96,7 @@ def _temporary(target: Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             os.fsync(handle.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)
@@ -117,3 +120,22 @@ def _deferred_signals() -> Iterator[None]:
             signal.signal(number, handler)
         for number in received:
             signal.raise_signal(number)
+
+
+PROC_STATUS = Path("/proc/self/status")
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read where Linux shows it: setting it to read it, the only other way,
+    changes it for a moment for every thread."""
+    try:
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:  # two threads interleaving set-and-restore could leave the wrong umask behind
+        umask = os.umask(0o077)  # meanwhile other threads' new files are private, never too open
+        os.umask(umask)
+    return umask

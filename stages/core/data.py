@@ -66,11 +66,38 @@ def subset_bytes(subset: Subset) -> bytes:
 
 
 def load_subset(path: Path) -> Subset:
+    """A subset as the split stage wrote it (``subset_bytes``); a file that is not one, or that holds images and labels
+    no model can use, is a ``PipelineError`` that names it."""
     try:
         saved = torch.load(path, weights_only=True)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run the split stage first (dvc repro split)") from None
+    except Exception:  # torch.load fails on a damaged file in many ways: RuntimeError, OSError, EOFError, ...
+        raise PipelineError(
+            f"{path} is not a saved subset (truncated, corrupt or not a file): run dvc repro split"
+        ) from None
+    problem = _subset_problem(saved)
+    if problem:
+        raise PipelineError(f"{path}: {problem}: run dvc repro split")
     return Subset(saved["images"], saved["labels"], saved["source_indices"])
+
+
+def _subset_problem(saved: object) -> str | None:
+    """What makes ``saved`` no subset a model can be trained or evaluated on, if anything."""
+    fields = ("images", "labels", "source_indices")
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(field), torch.Tensor) for field in fields):
+        return f"not a saved subset (a dict of tensors {', '.join(fields)})"
+    images, labels, indices = (saved[field] for field in fields)
+    if images.dtype != torch.uint8 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        return f"images are {images.dtype} {list(images.shape)}, not uint8 [N, {IMAGE_SIZE}, {IMAGE_SIZE}]"
+    if labels.shape != (len(images),) or indices.shape != (len(images),):
+        return f"{len(images)} images, but labels {list(labels.shape)} and source indices {list(indices.shape)}"
+    if labels.dtype != torch.int64:
+        return f"labels are {labels.dtype}, not int64"
+    outside = labels[(labels < 0) | (labels > 9)]
+    if len(outside):
+        return f"label {outside[0].item()} is not a digit 0-9"
+    return None
 
 
 def as_rows(images: torch.Tensor, device: torch.device) -> torch.Tensor:

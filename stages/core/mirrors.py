@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import urllib.error
@@ -10,12 +9,25 @@ import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from stages.core import atomic
 from stages.core.errors import PipelineError
 
 MIRRORS_ENV = "MNIST_MIRRORS"
 TIMEOUT_SECONDS = 60
+MNIST_SIZES = {  # decompressed bytes of each of params.MNIST_FILES: a response is never read past these
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
+GZIP_WBITS = zlib.MAX_WBITS | 16  # zlib's window, in the gzip wrapper
+CHUNK = 1 << 16
+
+
+class NotMnist(Exception):
+    """A response larger than the MNIST file it stands for: a wrong file, or a gzip bomb."""
 
 
 def mirrors_to_try(defaults: Sequence[str], environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -43,8 +55,8 @@ def fetch_verified(name: str, expected_sha256: str, mirrors: Sequence[str]) -> b
         url = f"{mirror}{name}.gz"
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
-                content = gzip.decompress(response.read())
-        except (OSError, EOFError, zlib.error, ValueError) as error:
+                content = gunzip_bounded(response, MNIST_SIZES[name])
+        except (OSError, EOFError, zlib.error, ValueError, NotMnist) as error:
             failures.append(f"{url}: {_reason(error)}")
             continue
         actual = sha256(content)
@@ -59,17 +71,45 @@ def fetch_verified(name: str, expected_sha256: str, mirrors: Sequence[str]) -> b
     )
 
 
+def gunzip_bounded(stream: BinaryIO, size: int) -> bytes:
+    """The content of a gzip ``stream`` of at most ``size`` bytes, decompressed chunk by chunk, so a
+    larger one is given up on after ``size`` bytes, and a stream after twice that (more than any
+    gzip wrapper of ``size`` bytes needs, even storing them uncompressed)."""
+    content = bytearray()
+    decompressor = zlib.decompressobj(wbits=GZIP_WBITS)
+    compressed = 0
+    while chunk := stream.read(CHUNK):
+        compressed += len(chunk)
+        if compressed > 2 * size:
+            raise NotMnist(f"more than {2 * size:,} bytes of gzip for MNIST's {size:,}: not the MNIST file")
+        while chunk:
+            content += decompressor.decompress(chunk, size + 1 - len(content))
+            if len(content) > size:
+                raise NotMnist(f"larger than MNIST's {size:,} bytes: not the MNIST file")
+            if decompressor.eof and decompressor.unused_data:  # another gzip member follows
+                chunk, decompressor = decompressor.unused_data, zlib.decompressobj(wbits=GZIP_WBITS)
+            else:
+                chunk = decompressor.unconsumed_tail
+    if not decompressor.eof:
+        raise EOFError("it ends before its last gzip member does")
+    return bytes(content)
+
+
 def download_all(checksums: Mapping[str, str], mirrors: Sequence[str], out_dir: Path) -> None:
-    """Write each verified file to ``out_dir`` in one rename; a file already there with the right
-    content is kept."""
+    """Fetch and verify every file that ``out_dir`` lacks or holds with other content, then replace
+    them together: when any fails, ``out_dir`` stays as it was."""
+    fetched = {}
     for name, expected in checksums.items():
         target = out_dir / name
         if target.exists() and sha256(target.read_bytes()) == expected:
             print(f"{name}: already present and verified")
-            continue
-        content = fetch_verified(name, expected, mirrors)
-        atomic.write_bytes(target, content)
-        print(f"{name}: {len(content):,} bytes, SHA-256 verified")
+        else:
+            fetched[target] = fetch_verified(name, expected, mirrors)
+    with atomic.Outputs() as outputs:
+        for path, content in fetched.items():
+            outputs.bytes(path, content)
+    for target, content in fetched.items():
+        print(f"{target.name}: {len(content):,} bytes, SHA-256 verified")
 
 
 def _reason(error: BaseException) -> str:
@@ -77,6 +117,8 @@ def _reason(error: BaseException) -> str:
         return f"HTTP {error.code} {error.reason}"
     if isinstance(error, urllib.error.URLError):
         return f"unreachable ({error.reason})"
-    if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
+    if isinstance(error, NotMnist):
+        return str(error)
+    if isinstance(error, (EOFError, zlib.error)):
         return f"not a complete gzip file ({error or type(error).__name__})"
     return f"{type(error).__name__}: {error}"

@@ -7,6 +7,7 @@ A model trained on MNIST only understands digits in that form.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +23,63 @@ INK_THRESHOLD = 0.25
 the bounding box, so paper texture and scanner noise do not widen it."""
 CENTRE = (IMAGE_SIZE - 1) / 2
 """The field's centre in pixel-index coordinates (14, 14 measured from the field's corner)."""
+MAX_PIXELS = 89_478_485
+"""The most pixels an image may have unless the caller says otherwise: Pillow's own default (a
+quarter GiB as RGB), since a small compressed file can decode into gigabytes."""
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+"""Pillow's grayscale modes of more than 8 bits a pixel (16-bit scans among them)."""
+
+# Pillow's own limit is one global that refuses only at twice its value; load_digit checks each
+# image against the limit its caller passes instead, above Pillow's or below.
+Image.MAX_IMAGE_PIXELS = None
 
 
-def load_digit(path: Path) -> torch.Tensor:
-    """An image file as a uint8 ``[28, 28]`` MNIST digit; a bad file is a ``PipelineError``."""
+def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> torch.Tensor:
+    """An image file, or its bytes as a web form uploads them, as a uint8 ``[28, 28]`` MNIST digit.
+    A bad image is a ``PipelineError`` that starts with ``name`` (by default the path, or "the upload")."""
+    if name is None:
+        name = "the upload" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("L"))
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            pixels = grayscale(checked(image, name, max_pixels))
     except (FileNotFoundError, IsADirectoryError):
-        raise PipelineError(f"{path} not found") from None
+        raise PipelineError(f"{name} not found") from None
     except (UnidentifiedImageError, OSError):
-        raise PipelineError(f"{path} is not an image that can be read (PNG or JPEG expected)") from None
+        raise PipelineError(f"{name} is not an image that can be read (PNG or JPEG expected)") from None
     try:
         return torch.from_numpy(to_mnist(pixels))
     except ValueError as error:
-        raise PipelineError(f"{path}: {error}") from None
+        raise PipelineError(f"{name}: {error}") from None
+
+
+def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """``image``, still undecoded, if it is one picture of at most ``max_pixels`` pixels."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PipelineError(
+            f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,}"
+        )
+    # Frames of an animation or pages of a scan are different pictures (the first frame of a drawing
+    # being animated is half a digit), so none is picked silently; an MPO's later frames are previews.
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":
+        raise PipelineError(
+            f"{name} has {frames} frames (an animation, or pages): save the one meant as an image of its own"
+        )
+    return image
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """``image`` as uint8 gray ``[H, W]``. Transparency is laid on white paper, as drawing apps show
+    it. More than 8 bits a pixel are stretched over the image's own range: ``convert("L")`` would
+    clip them at 255, turning a 16-bit scan into a single shade."""
+    if image.mode in WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = values.min(), values.max()
+        return np.round((values - low) * (255 / ((high - low) or 1))).astype(np.uint8)
+    if image.has_transparency_data:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    return np.asarray(image.convert("L"))
 
 
 def to_mnist(pixels: np.ndarray) -> np.ndarray:
