@@ -19,13 +19,13 @@ def write_photo(path, image: np.ndarray, invert: bool = False) -> None:
     Image.fromarray(255 - np.asarray(canvas) if invert else np.asarray(canvas)).save(path)
 
 
-def test_image_files_and_test_images_are_classified(trained_project, tmp_path):
+def test_image_files_and_test_images_are_classified(reproduced, tmp_path):
     images, labels = synthetic_digits(10, seed=7)
     files = []
     for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist(), strict=True)):
         files.append((tmp_path / f"digit{index}.{'jpg' if index % 2 else 'png'}", label))
         write_photo(files[-1][0], image, invert=index % 3 == 0)
-    result = trained_project.stage("predict", *(str(path) for path, _ in files), "--index", "2", "--json")
+    result = reproduced.stage("predict", *(str(path) for path, _ in files), "--index", "2", "--json")
     predictions = json.loads(result.stdout)
     assert [p["digit"] for p in predictions[:-1]] == [label for _, label in files]
     test_image = predictions[-1]
@@ -34,8 +34,8 @@ def test_image_files_and_test_images_are_classified(trained_project, tmp_path):
     assert all(p["top"][0]["probability"] >= p["top"][1]["probability"] for p in predictions)
 
 
-def test_a_test_image_prints_its_prediction_truth_and_top_three(trained_project):
-    line = trained_project.stage("predict", "--index", "2").stdout.strip()
+def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced):
+    line = reproduced.stage("predict", "--index", "2").stdout.strip()
     assert line.startswith("test[2]: ") and "(true " in line and line.count("%") == 3
 
 
@@ -50,14 +50,14 @@ def test_a_test_image_prints_its_prediction_truth_and_top_three(trained_project)
         (["--index", "0", "--max-pixels", "0"], "--max-pixels 0 is invalid: give a number of pixels >= 1"),
     ],
 )
-def test_a_bad_input_or_no_model_is_one_line_naming_it(trained_project, args, named):
-    result = trained_project.stage("predict", *args, check=False)
+def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named):
+    result = reproduced.stage("predict", *args, check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: ") and named in result.stderr
     assert result.stderr.count("\n") == 1
 
 
-def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(trained_project, tmp_path):
+def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(reproduced, tmp_path):
     bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
     bomb.write_bytes(blank_png(20_000, 20_000))
     write_photo(photo, synthetic_digits(1, seed=7)[0][0].numpy())  # 100x80
@@ -65,5 +65,21 @@ def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(tr
         ([bomb], f"{bomb} is 20000x20000 = 400,000,000 pixels, more than the limit of 89,478,485"),
         ([photo, "--max-pixels", "7999"], f"{photo} is 100x80 = 8,000 pixels, more than the limit of 7,999"),
     ]:
-        result = trained_project.stage("predict", *map(str, args), check=False)
+        result = reproduced.stage("predict", *map(str, args), check=False)
         assert (result.returncode, result.stdout, result.stderr) == (2, "", f"error: {named}\n")
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"arch": "mlp_20_sigmoid"}, "holds architecture 'mlp_128_64_relu', but params.yaml asks for 'mlp_20_sigmoid'"),
+        ({"optimizer": "adam"}, "models/model.pt was trained with other params than params.yaml's"),
+    ],
+    ids=["another-architecture", "other-params"],
+)
+def test_predict_refuses_a_model_that_params_yaml_no_longer_describes(project, params, named):
+    """As after a failed ``dvc exp run -S arch=...``: params.yaml changed, the last good model kept."""
+    project.set_params(**params)
+    result = project.stage("predict", "--index", "0", check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert named in result.stderr and result.stderr.count("\n") == 1

@@ -30,6 +30,25 @@ ARCHITECTURES = load_params(ROOT / "params.yaml").architectures
             ],
             "109,386",
         ),
+        (
+            "lenet5",
+            [
+                ("Unflatten-1", (1, 28, 28), 0),
+                ("Conv2d-2", (6, 28, 28), 156),
+                ("ReLU-3", (6, 28, 28), 0),
+                ("MaxPool2d-4", (6, 14, 14), 0),
+                ("Conv2d-5", (16, 10, 10), 2_416),
+                ("ReLU-6", (16, 10, 10), 0),
+                ("MaxPool2d-7", (16, 5, 5), 0),
+                ("Flatten-8", (400,), 0),
+                ("Linear-9", (120,), 48_120),
+                ("ReLU-10", (120,), 0),
+                ("Linear-11", (84,), 10_164),
+                ("ReLU-12", (84,), 0),
+                ("Linear-13", (10,), 850),
+            ],
+            "61,706",
+        ),
     ],
 )
 def test_the_summary_lists_every_layer_and_the_tutorials_total(arch, rows, total):
@@ -40,7 +59,7 @@ def test_the_summary_lists_every_layer_and_the_tutorials_total(arch, rows, total
     assert "Linear-1" in table and "[-1, 10]" in table
 
 
-def test_the_train_stage_writes_the_summary_of_the_model_it_trained(trained_project):
-    summary = trained_project.read("models/summary.txt")
-    assert summary == summary_table(build_model(ARCHITECTURES[trained_project.params()["arch"]]))
+def test_the_train_stage_writes_the_summary_of_the_model_it_trained(reproduced):
+    summary = reproduced.read("models/summary.txt")
+    assert summary == summary_table(build_model(ARCHITECTURES[reproduced.params()["arch"]]))
     assert "Total params: 109,386" in summary

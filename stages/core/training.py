@@ -292,3 +292,10 @@ def _learning_rate(recipe: Recipe) -> str:
     if recipe.schedule.type == "onecycle":
         return f"schedules.{recipe.schedule.name}.max_lr = {recipe.schedule.hyperparameters['max_lr']}"
     return f"optimizers.{recipe.optimizer.name}.lr = {recipe.optimizer.hyperparameters['lr']}"
+
+
+@torch.inference_mode()
+def probabilities(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Each input's softmax over the classes (on the CPU): what a user of the model wants to see."""
+    model.eval()
+    return model(features).softmax(dim=1).cpu()
