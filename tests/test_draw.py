@@ -3,7 +3,7 @@ and the page in a real headless browser, drawn on with pointer events.
 
 The browser part doubles as the README's screenshot: against a server of a real model,
 
-    python -m tests.test_draw http://127.0.0.1:8000/ docs/draw.png
+    python -m tests.test_draw http://127.0.0.1:8000/ docs/draw.png [digit: 7 by default, or 1]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +42,10 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1000,900",
 )
+STROKES = {  # each digit's strokes, as points in CSS pixels from the drawing area's centre
+    "1": [[(0, -90), (0, 90)]],  # a vertical bar: what tests/synthetic.py's digits call 1
+    "7": [[(-70, -85), (70, -85), (-15, 95)]],
+}
 
 
 @dataclass
@@ -264,9 +269,9 @@ def chromium():
             driver.quit()
 
 
-def draw_a_one(url: str, screenshot: Path) -> dict:
-    """Draws a vertical stroke on the page with the mouse's pointer events, waits (5 s at most) for
-    the page to read it as 1, saves a screenshot; returns what the page then shows."""
+def draw(url: str, digit: str, screenshot: Path) -> dict:
+    """Draws ``STROKES[digit]`` on the page with the mouse's pointer events, waits (5 s at most) for
+    the page to read it as ``digit``, saves a screenshot; returns what the page then shows."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -275,15 +280,19 @@ def draw_a_one(url: str, screenshot: Path) -> dict:
     with chromium() as driver:
         driver.get(url)
         WebDriverWait(driver, 5).until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#model td"))
-        stroke = ActionChains(driver, duration=20).move_to_element_with_offset(
-            driver.find_element(By.ID, "pad"), 0, -90
-        )
-        stroke.click_and_hold()
-        for _ in range(9):
-            stroke.move_by_offset(0, 20)
-        stroke.release().perform()
+        pad, actions = driver.find_element(By.ID, "pad"), ActionChains(driver, duration=20)
+        for points in STROKES[digit]:
+            actions.move_to_element_with_offset(pad, *points[0]).click_and_hold()
+            for (x0, y0), (x1, y1) in pairwise(points):
+                steps = max(abs(x1 - x0), abs(y1 - y0)) // 20 + 1  # a pointermove every 20 px or so
+                for step in range(1, steps + 1):
+                    actions.move_to_element_with_offset(
+                        pad, x0 + (x1 - x0) * step // steps, y0 + (y1 - y0) * step // steps
+                    )
+            actions.release()
+        actions.perform()
         try:
-            WebDriverWait(driver, 5).until(lambda _: driver.find_element(By.ID, "digit").text == "1")
+            WebDriverWait(driver, 5).until(lambda _: driver.find_element(By.ID, "digit").text == digit)
         except TimeoutException:
             pass  # the caller's assertions show what the page read instead
         driver.save_screenshot(str(screenshot))
@@ -300,7 +309,7 @@ def draw_a_one(url: str, screenshot: Path) -> dict:
 
 
 def test_a_stroke_drawn_in_a_browser_shows_one_ten_bars_and_the_image_the_model_saw(server, trained_project, tmp_path):
-    page = draw_a_one(server.url, tmp_path / "draw.png")
+    page = draw(server.url, "1", tmp_path / "draw.png")
     assert page["digit"] == "1"
     assert [bar[0] for bar in page["bars"]] == [str(digit) for digit in range(10)]
     percents = [float(bar[1].rstrip("%")) for bar in page["bars"]]
@@ -311,4 +320,4 @@ def test_a_stroke_drawn_in_a_browser_shows_one_ten_bars_and_the_image_the_model_
 
 
 if __name__ == "__main__":
-    print(draw_a_one(sys.argv[1], Path(sys.argv[2])))
+    print(draw(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "7", Path(sys.argv[2])))
