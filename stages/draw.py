@@ -176,7 +176,10 @@ class DrawHandler(BaseHTTPRequestHandler):
                 f"Content-Type {kind or '(none)'} is not accepted; send one of: {', '.join(IMAGE_TYPES)}",
             )
         length = self.upload_length()
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.timeout} s") from None
         if len(body) < length:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of {length:,} bytes")
         try:
@@ -193,7 +196,7 @@ class DrawHandler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length")
         if declared is None:
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send Content-Length; chunked uploads are not accepted")
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise RequestError(HTTPStatus.BAD_REQUEST, f"Content-Length {declared!r} is not a number of bytes")
         if int(declared) > self.server.max_upload:
             raise RequestError(
