@@ -1,0 +1,323 @@
+"""``python -m stages.draw``: the page, its JSON API and its errors, served from the trained model;
+and the page in a real headless browser, drawn on with pointer events.
+
+The browser part doubles as the README's screenshot: against a server of a real model,
+
+    python -m tests.test_draw http://127.0.0.1:8000/ docs/draw.png [digit: 7 by default, or 1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image, ImageDraw
+
+from stages.core.preprocess import load_digit
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1000,900",
+)
+STROKES = {  # each digit's strokes, as points in CSS pixels from the drawing area's centre
+    "1": [[(0, -90), (0, 90)]],  # a vertical bar: what tests/synthetic.py's digits call 1
+    "7": [[(-70, -85), (70, -85), (-15, 95)]],
+}
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    root: Path
+
+    @property
+    def address(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname, parts.port
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
+        """(status, headers, body as JSON where the server says it is JSON)."""
+        connection = http.client.HTTPConnection(*self.address, timeout=10)
+        try:
+            connection.request(method, path, body, {"Content-Type": content_type} if content_type else {})
+            response = connection.getresponse()
+            content = response.read()
+        finally:
+            connection.close()
+        is_json = response.getheader("Content-Type") == "application/json"
+        return response.status, response.headers, json.loads(content) if is_json else content
+
+    def raw(self, head: str) -> tuple[int, dict]:
+        """Sends ``head`` (request line and headers) and no body; returns the status and JSON answer."""
+        with socket.create_connection(self.address, timeout=10) as connection:
+            connection.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+            answer = b"".join(iter(lambda: connection.recv(65536), b""))
+        status_line, _, content = answer.partition(b"\r\n")
+        return int(status_line.split()[1]), json.loads(content.partition(b"\r\n\r\n")[2])
+
+
+@pytest.fixture(scope="module")
+def server(trained_project, tmp_path_factory) -> Server:
+    """One ``python -m stages.draw --port 0`` for the module, as a user starts it."""
+    log = tmp_path_factory.mktemp("draw") / "server.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stages.draw", "--port", "0"],
+            cwd=trained_project.root,
+            env=trained_project.env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    first_line = process.stdout.readline()
+    url = re.search(r"http://\S+", first_line)
+    assert url, f"no URL printed: {first_line!r} {log.read_text()}"
+    yield Server(process, url.group(), trained_project.root)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def drawing(fmt: str = "PNG", background: str = "white", ink: str = "black", mode: str = "L") -> bytes:
+    """A 280x280 canvas with one vertical stroke, a "1" (as tests/synthetic.py draws it), encoded."""
+    image = Image.new(mode, (280, 280), background)
+    ImageDraw.Draw(image).rectangle((128, 40, 152, 240), fill=ink)
+    encoded = io.BytesIO()
+    image.save(encoded, fmt)
+    return encoded.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds none: a decompression bomb's shape."""
+
+    def chunk(kind: bytes, content: bytes) -> bytes:
+        return struct.pack(">I", len(content)) + kind + content + struct.pack(">I", zlib.crc32(kind + content))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (drawing("PNG"), "image/png"),
+        (drawing("PNG", background="black", ink="white"), "image/png"),
+        (drawing("PNG", background=(0, 0, 0, 0), ink=(0, 0, 0, 255), mode="RGBA"), "image/png"),
+        (drawing("JPEG"), "image/jpeg"),
+        (drawing("GIF"), "image/gif"),
+        (drawing("WEBP"), "image/webp"),
+        (drawing("PNG"), "application/octet-stream"),
+    ],
+    ids=["png", "white-on-black", "transparent-canvas", "jpeg", "gif", "webp", "octet-stream"],
+)
+def test_a_drawn_one_is_read_as_one_in_every_accepted_image_type(server, body, content_type):
+    status, _, answer = server.request("POST", "/api/predict", body, content_type)
+    assert status == 200 and answer["digit"] == 1
+
+
+def test_a_prediction_is_what_predict_json_gives_plus_every_probability_and_the_image(
+    server, trained_project, tmp_path
+):
+    upload = tmp_path / "one.png"
+    upload.write_bytes(drawing())
+    _, _, answer = server.request("POST", "/api/predict", upload.read_bytes(), "image/png")
+    [predicted] = json.loads(trained_project.stage("predict", str(upload), "--json").stdout)
+    assert {**answer, "input": predicted["input"]} == {
+        **predicted,
+        "probabilities": answer["probabilities"],
+        "image": answer["image"],
+    }
+    assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-5
+    assert answer["probabilities"][1] == answer["top"][0]["probability"]
+    assert answer["image"] == load_digit(upload).tolist()
+
+
+def test_the_model_endpoint_names_architecture_params_and_the_model_files_digest(server, trained_project):
+    status, _, info = server.request("GET", "/api/model")
+    params, metrics = trained_project.params(), json.loads(trained_project.read("metrics/evaluate.json"))
+    assert status == 200 and all(isinstance(value, str) for value in info.values())
+    assert info["sha256"] == hashlib.sha256((server.root / "models/model.pt").read_bytes()).hexdigest()
+    assert info["arch"].startswith(f"{params['arch']}: 784-") and info["optimizer"].startswith(params["optimizer"])
+    assert info["epochs"] == str(params["train"]["epochs"])
+    assert info["test_accuracy"].startswith(f"{metrics['test_accuracy']:.4f}")
+
+
+def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
+    status, headers, page = server.request("GET", "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assets = re.findall(r'(?:src|href)="(?!data:)([^"]+)"', page.decode())
+    assert sorted(assets) == ["draw.css", "draw.js"]
+    for text in [page, *(server.request("GET", f"/{asset}")[2] for asset in assets)]:
+        assert not re.search(rb"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "named"),
+    [
+        ("POST", "/api/predict", b"7", "text/plain", 415, "text/plain is not accepted; send one of: image/png"),
+        ("POST", "/api/predict", b"7", None, 415, "(none) is not accepted"),
+        ("POST", "/api/predict", b"GIF89a, but not really", "image/gif", 400, "not an image"),
+        ("POST", "/api/predict", b"", "image/png", 400, "not an image"),
+        ("POST", "/api/predict", drawing(ink="white"), "image/png", 422, "no digit found"),
+        ("POST", "/api/predict", png_header(10_000, 10_000), "image/png", 413, "10000x10000 pixels, over the limit"),
+        ("POST", "/api/predict", png_header(20_000, 20_000), "image/png", 413, "too large to decode"),
+        ("GET", "/nowhere", None, None, 404, "no such path /nowhere; try GET /"),
+        ("GET", "/api/predict", None, None, 405, "GET /api/predict is not allowed; use POST"),
+        ("POST", "/api/model", b"{}", "application/json", 405, "use GET"),
+        ("DELETE", "/", None, None, 405, "use GET"),
+    ],
+    ids=[
+        "wrong-type",
+        "no-type",
+        "not-an-image",
+        "empty",
+        "blank-canvas",
+        "too-many-pixels",
+        "pixel-bomb",
+        "404",
+        "405",
+        "405-post",
+        "405-delete",
+    ],
+)
+def test_a_bad_request_is_a_json_error_naming_it_and_the_server_lives_on(
+    server, method, path, body, content_type, status, named
+):
+    answer_status, _, answer = server.request(method, path, body, content_type)
+    assert (answer_status, list(answer)) == (status, ["error"]) and named in answer["error"]
+    assert server.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "named"),
+    [
+        ("Content-Length: 3000000", 413, "the upload is 3,000,000 bytes, over the limit of 2,000,000"),
+        ("Content-Length: 3000000\nExpect: 100-continue", 413, "over the limit"),
+        ("Transfer-Encoding: chunked", 411, "send Content-Length"),
+    ],
+    ids=["too-large", "too-large-expect-100", "chunked"],
+)
+def test_an_upload_is_refused_by_its_declared_size_before_its_body_is_sent(server, headers, status, named):
+    answer_status, answer = server.raw(f"POST /api/predict HTTP/1.1\nHost: x\nContent-Type: image/png\n{headers}\n")
+    assert answer_status == status and named in answer["error"]
+
+
+def test_serving_writes_no_file(server):
+    def files() -> dict[str, tuple[int, int]]:
+        return {str(path): (path.stat().st_mtime_ns, path.stat().st_size) for path in server.root.rglob("*")}
+
+    before = files()
+    for body in (drawing(), drawing(ink="white"), png_header(20_000, 20_000), b"junk"):
+        server.request("POST", "/api/predict", body, "image/png")
+    assert files() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--model", "models/none.pt"], "error: models/none.pt not found: train a model first (dvc repro train)"),
+        (["--port", "{port}"], "error: cannot serve on 127.0.0.1:{port}: Address already in use"),
+    ],
+    ids=["no-model", "port-in-use"],
+)
+def test_a_command_that_cannot_serve_says_why_in_one_line(server, trained_project, args, error):
+    port = str(server.address[1])
+    result = trained_project.stage("draw", *(arg.format(port=port) for arg in args), check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", error.format(port=port) + "\n")
+
+
+@contextmanager
+def chromium():
+    """Debian's headless Chromium, driven by its own chromedriver (same build, so always matched)."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER}: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    with tempfile.TemporaryDirectory() as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def draw(url: str, digit: str, screenshot: Path) -> dict:
+    """Draws ``STROKES[digit]`` on the page with the mouse's pointer events, waits (5 s at most) for
+    the page to read it as ``digit``, saves a screenshot; returns what the page then shows."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with chromium() as driver:
+        driver.get(url)
+        WebDriverWait(driver, 5).until(lambda _: driver.find_elements(By.CSS_SELECTOR, "#model td"))
+        pad, actions = driver.find_element(By.ID, "pad"), ActionChains(driver, duration=20)
+        for points in STROKES[digit]:
+            actions.move_to_element_with_offset(pad, *points[0]).click_and_hold()
+            for (x0, y0), (x1, y1) in pairwise(points):
+                steps = max(abs(x1 - x0), abs(y1 - y0)) // 20 + 1  # a pointermove every 20 px or so
+                for step in range(1, steps + 1):
+                    actions.move_to_element_with_offset(
+                        pad, x0 + (x1 - x0) * step // steps, y0 + (y1 - y0) * step // steps
+                    )
+            actions.release()
+        actions.perform()
+        try:
+            WebDriverWait(driver, 5).until(lambda _: driver.find_element(By.ID, "digit").text == digit)
+        except TimeoutException:
+            pass  # the caller's assertions show what the page read instead
+        driver.save_screenshot(str(screenshot))
+        return {
+            "digit": driver.find_element(By.ID, "digit").text,
+            "bars": [row.text.split("\n") for row in driver.find_elements(By.CSS_SELECTOR, "#bars li")],
+            "bar_widths": [fill.size["width"] for fill in driver.find_elements(By.CSS_SELECTOR, "#bars .fill")],
+            "seen_ink": driver.execute_script(
+                "return document.getElementById('seen').getContext('2d')"
+                ".getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 0).reduce((a, b) => a + b, 0)"
+            ),
+            "model": driver.find_element(By.ID, "model").text,
+        }
+
+
+def test_a_stroke_drawn_in_a_browser_shows_one_ten_bars_and_the_image_the_model_saw(server, trained_project, tmp_path):
+    page = draw(server.url, "1", tmp_path / "draw.png")
+    assert page["digit"] == "1"
+    assert [bar[0] for bar in page["bars"]] == [str(digit) for digit in range(10)]
+    percents = [float(bar[1].rstrip("%")) for bar in page["bars"]]
+    assert max(percents) == percents[1] and abs(sum(percents) - 100) < 1
+    assert max(page["bar_widths"]) == page["bar_widths"][1] > 0
+    assert page["seen_ink"] > 0 and trained_project.params()["arch"] in page["model"]
+    assert (tmp_path / "draw.png").read_bytes().startswith(b"\x89PNG")
+
+
+if __name__ == "__main__":
+    print(draw(sys.argv[1], sys.argv[3] if len(sys.argv) > 3 else "7", Path(sys.argv[2])))
