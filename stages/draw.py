@@ -17,26 +17,20 @@ Images are decoded in memory and preprocessed as ``predict`` does; nothing is ev
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 from dataclasses import asdict
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from stages.core import data, runtime
 from stages.core.errors import PipelineError, run_stage
-from stages.core.models import load_model
-from stages.core.params import load_params
-from stages.core.preprocess import to_mnist
+from stages.core.params import load_model_for, load_params
+from stages.core.preprocess import MAX_PIXELS, ImageTooLarge, UnreadableImage, load_digit
 from stages.core.training import probabilities
 from stages.predict import Prediction
 
@@ -56,35 +50,35 @@ IMAGE_TYPES = (
     "application/octet-stream",
 )
 MAX_UPLOAD = 2_000_000
-METRICS = Path("metrics/evaluate.json")
+ERROR_STATUS = {UnreadableImage: HTTPStatus.BAD_REQUEST, ImageTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE}
+"""Other image errors (no ink, an animation) are 422: a readable image that holds no one digit."""
+LOG, METRICS = Path("logs/evaluate.json"), Path("metrics/evaluate.json")
 
 
 def load_for_serving(
-    params_path: str | Path, model_path: Path, metrics_path: Path = METRICS
+    params_path: str | Path, model_path: Path, log_path: Path = LOG, metrics_path: Path = METRICS
 ) -> tuple[nn.Module, torch.device, dict[str, str]]:
-    """The model, its device, and what the page shows about it. Today the architecture and the
-    training params are params.yaml's, which may have changed since the model was trained."""
+    """The model, its device, and what the page shows about it: the run it came from, as the
+    model file carries it, and its test accuracy where evaluate tested this very file."""
     params = load_params(params_path)
-    device = runtime.configure(params.seed, params.threads, params.device)
-    model = load_model(model_path, params.architecture, device)
-    architecture, optimizer = params.architecture, params.optimizer_spec
-    with model_path.open("rb") as file:
-        digest = hashlib.file_digest(file, "sha256").hexdigest()
-    hyperparameters = ", ".join(f"{key}={value}" for key, value in optimizer.hyperparameters.items())
+    device = runtime.configure(params.threads, params.device, params.numerics)
+    trained = load_model_for(params, model_path, device)
+    run = trained.run
+    architecture = ", ".join(f"{key} {value}" for key, value in run["architecture"].items())
     info = {
         "model": str(model_path),
-        "sha256": digest,
-        "modified": datetime.fromtimestamp(model_path.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "arch": f"{architecture.name}: {'-'.join(map(str, architecture.layer_sizes))}, {architecture.activation}",
-        "optimizer": f"{optimizer.name}: {optimizer.type}, {hyperparameters}",
-        "epochs": str(params.train.epochs),
-        "batch_size": str(params.train.batch_size),
-        "seed": str(params.seed),
+        "sha256": trained.sha256,
+        "params digest": trained.params_digest,
+        "arch": f"{run['arch']} ({architecture})",
+        "optimizer": ", ".join(f"{key} {value}" for key, value in run["optimizer"].items()),
+        "schedule": ", ".join(f"{key} {value}" for key, value in run["schedule"].items()),
+        "train": ", ".join(f"{key} {value}" for key, value in run["train"].items()),
+        "seed": str(run["seed"]),
         "device": str(device),
     }
-    if metrics_path.exists():
-        info["test_accuracy"] = f"{json.loads(metrics_path.read_text())['test_accuracy']:.4f} ({metrics_path})"
-    return model, device, info
+    if log_path.exists() and json.loads(log_path.read_text()).get("model_sha256") == trained.sha256:
+        info["test accuracy"] = f"{json.loads(metrics_path.read_text())['test_accuracy']:.4f} ({metrics_path})"
+    return trained.model, device, info
 
 
 class RequestError(Exception):
@@ -95,31 +89,12 @@ class RequestError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def decode_image(body: bytes) -> np.ndarray:
-    """An uploaded image as grayscale uint8 ``[H, W]``, transparent parts as white paper (a canvas
-    exported with a transparent background then reads as ink on paper)."""
-    try:
-        with Image.open(io.BytesIO(body)) as image:
-            if image.width * image.height > Image.MAX_IMAGE_PIXELS:  # Pillow itself only warns up to twice that
-                raise Image.DecompressionBombError(
-                    f"{image.width}x{image.height} pixels, over the limit of {Image.MAX_IMAGE_PIXELS:,}"
-                )
-            rgba = image.convert("RGBA")
-    except Image.DecompressionBombError as error:
-        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the image is too large to decode: {error}") from None
-    except Exception:  # Pillow's decoders raise many types on corrupt data; none may reach the server
-        raise RequestError(
-            HTTPStatus.BAD_REQUEST,
-            "the body is not an image that can be read (PNG, JPEG, GIF, WebP, BMP or TIFF expected)",
-        ) from None
-    paper = Image.new("RGBA", rgba.size, "white")
-    return np.asarray(Image.alpha_composite(paper, rgba).convert("L"))
-
-
 class DrawServer(ThreadingHTTPServer):
-    def __init__(self, address, model: nn.Module, device: torch.device, info: dict[str, str], max_upload: int):
+    def __init__(self, address, model: nn.Module, device: torch.device, info: dict[str, str], max_upload: int,
+                 max_pixels: int = MAX_PIXELS):  # fmt: skip
         super().__init__(address, DrawHandler)
-        self.model, self.device, self.info, self.max_upload = model, device, info, max_upload
+        self.model, self.device, self.info = model, device, info
+        self.max_upload, self.max_pixels = max_upload, max_pixels
         self.files = {path: ((PAGE / name).read_bytes(), kind) for path, (name, kind) in PAGE_FILES.items()}
 
 
@@ -183,9 +158,9 @@ class DrawHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of {length:,} bytes")
         try:
-            digit = torch.from_numpy(to_mnist(decode_image(body)))
-        except ValueError as error:
-            raise RequestError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+            digit = load_digit(body, self.server.max_pixels)
+        except PipelineError as error:
+            raise RequestError(ERROR_STATUS.get(type(error), HTTPStatus.UNPROCESSABLE_ENTITY), str(error)) from None
         with torch.inference_mode():
             probs = probabilities(self.server.model, data.as_features(digit[None], self.server.device))[0]
         prediction = asdict(Prediction.from_probabilities("upload", probs, None))
@@ -235,15 +210,16 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--max-upload", type=int, default=MAX_UPLOAD, help="largest image accepted, in bytes")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image accepted, in pixels")
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a port: choose 0 (any free port) to 65535")
-    if args.max_upload < 1:
-        parser.error(f"--max-upload {args.max_upload} must be a number of bytes >= 1")
+    if args.max_upload < 1 or args.max_pixels < 1:
+        parser.error(f"--max-upload {args.max_upload} and --max-pixels {args.max_pixels} must be >= 1")
 
     model, device, info = load_for_serving(args.params, args.model)
     try:
-        server = DrawServer((args.host, args.port), model, device, info, args.max_upload)
+        server = DrawServer((args.host, args.port), model, device, info, args.max_upload, args.max_pixels)
     except OSError as error:
         raise PipelineError(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}") from None
     host, port = server.server_address[:2]

@@ -81,14 +81,14 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(trained_project, tmp_path_factory) -> Server:
+def server(reproduced, tmp_path_factory) -> Server:
     """One ``python -m stages.draw --port 0`` for the module, as a user starts it."""
     log = tmp_path_factory.mktemp("draw") / "server.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "stages.draw", "--port", "0"],
-            cwd=trained_project.root,
-            env=trained_project.env,
+            cwd=reproduced.root,
+            env=reproduced.env,
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -96,7 +96,7 @@ def server(trained_project, tmp_path_factory) -> Server:
     first_line = process.stdout.readline()
     url = re.search(r"http://\S+", first_line)
     assert url, f"no URL printed: {first_line!r} {log.read_text()}"
-    yield Server(process, url.group(), trained_project.root)
+    yield Server(process, url.group(), reproduced.root)
     process.terminate()
     process.wait(timeout=10)
 
@@ -139,12 +139,12 @@ def test_a_drawn_one_is_read_as_one_in_every_accepted_image_type(server, body, c
 
 
 def test_a_prediction_is_what_predict_json_gives_plus_every_probability_and_the_image(
-    server, trained_project, tmp_path
+    server, reproduced, tmp_path
 ):
     upload = tmp_path / "one.png"
     upload.write_bytes(drawing())
     _, _, answer = server.request("POST", "/api/predict", upload.read_bytes(), "image/png")
-    [predicted] = json.loads(trained_project.stage("predict", str(upload), "--json").stdout)
+    [predicted] = json.loads(reproduced.stage("predict", str(upload), "--json").stdout)
     assert {**answer, "input": predicted["input"]} == {
         **predicted,
         "probabilities": answer["probabilities"],
@@ -155,14 +155,16 @@ def test_a_prediction_is_what_predict_json_gives_plus_every_probability_and_the_
     assert answer["image"] == load_digit(upload).tolist()
 
 
-def test_the_model_endpoint_names_architecture_params_and_the_model_files_digest(server, trained_project):
+def test_the_model_endpoint_names_architecture_params_and_the_model_files_digest(server, reproduced):
     status, _, info = server.request("GET", "/api/model")
-    params, metrics = trained_project.params(), json.loads(trained_project.read("metrics/evaluate.json"))
+    params, metrics = reproduced.params(), json.loads(reproduced.read("metrics/evaluate.json"))
     assert status == 200 and all(isinstance(value, str) for value in info.values())
     assert info["sha256"] == hashlib.sha256((server.root / "models/model.pt").read_bytes()).hexdigest()
-    assert info["arch"].startswith(f"{params['arch']}: 784-") and info["optimizer"].startswith(params["optimizer"])
-    assert info["epochs"] == str(params["train"]["epochs"])
-    assert info["test_accuracy"].startswith(f"{metrics['test_accuracy']:.4f}")
+    assert info["arch"].startswith(f"{params['arch']} (hidden [128, 64], activation relu")
+    assert info["optimizer"].startswith(f"name {params['optimizer']}")
+    assert f"epochs {params['train']['epochs']}" in info["train"]
+    assert info["params digest"] == json.loads(reproduced.read("logs/train.json"))["params_digest"]
+    assert info["test accuracy"].startswith(f"{metrics['test_accuracy']:.4f}")
 
 
 def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
@@ -182,8 +184,8 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
         ("POST", "/api/predict", b"GIF89a, but not really", "image/gif", 400, "not an image"),
         ("POST", "/api/predict", b"", "image/png", 400, "not an image"),
         ("POST", "/api/predict", drawing(ink="white"), "image/png", 422, "no digit found"),
-        ("POST", "/api/predict", png_header(10_000, 10_000), "image/png", 413, "10000x10000 pixels, over the limit"),
-        ("POST", "/api/predict", png_header(20_000, 20_000), "image/png", 413, "too large to decode"),
+        ("POST", "/api/predict", png_header(10_000, 10_000), "image/png", 413, "10000x10000 = 100,000,000 pixels, more than the limit"),
+        ("POST", "/api/predict", png_header(20_000, 20_000), "image/png", 413, "20000x20000 = 400,000,000 pixels, more than the limit"),
         ("GET", "/nowhere", None, None, 404, "no such path /nowhere; try GET /"),
         ("GET", "/api/predict", None, None, 405, "GET /api/predict is not allowed; use POST"),
         ("POST", "/api/model", b"{}", "application/json", 405, "use GET"),
@@ -243,9 +245,9 @@ def test_serving_writes_no_file(server):
     ],
     ids=["no-model", "port-in-use"],
 )
-def test_a_command_that_cannot_serve_says_why_in_one_line(server, trained_project, args, error):
+def test_a_command_that_cannot_serve_says_why_in_one_line(server, reproduced, args, error):
     port = str(server.address[1])
-    result = trained_project.stage("draw", *(arg.format(port=port) for arg in args), check=False)
+    result = reproduced.stage("draw", *(arg.format(port=port) for arg in args), check=False)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", error.format(port=port) + "\n")
 
 
@@ -308,14 +310,14 @@ def draw(url: str, digit: str, screenshot: Path) -> dict:
         }
 
 
-def test_a_stroke_drawn_in_a_browser_shows_one_ten_bars_and_the_image_the_model_saw(server, trained_project, tmp_path):
+def test_a_stroke_drawn_in_a_browser_shows_one_ten_bars_and_the_image_the_model_saw(server, reproduced, tmp_path):
     page = draw(server.url, "1", tmp_path / "draw.png")
     assert page["digit"] == "1"
     assert [bar[0] for bar in page["bars"]] == [str(digit) for digit in range(10)]
     percents = [float(bar[1].rstrip("%")) for bar in page["bars"]]
     assert max(percents) == percents[1] and abs(sum(percents) - 100) < 1
     assert max(page["bar_widths"]) == page["bar_widths"][1] > 0
-    assert page["seen_ink"] > 0 and trained_project.params()["arch"] in page["model"]
+    assert page["seen_ink"] > 0 and reproduced.params()["arch"] in page["model"]
     assert (tmp_path / "draw.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -34,6 +34,14 @@ WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 Image.MAX_IMAGE_PIXELS = None
 
 
+class UnreadableImage(PipelineError):
+    """No image at all: a missing file, or bytes no decoder reads."""
+
+
+class ImageTooLarge(PipelineError):
+    """More pixels than the caller allows."""
+
+
 def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> torch.Tensor:
     """An image file, or its bytes as a web form uploads them, as a uint8 ``[28, 28]`` MNIST digit.
     A bad image is a ``PipelineError`` that starts with ``name`` (by default the path, or "the upload")."""
@@ -43,9 +51,9 @@ def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | N
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             pixels = grayscale(checked(image, name, max_pixels))
     except (FileNotFoundError, IsADirectoryError):
-        raise PipelineError(f"{name} not found") from None
-    except (UnidentifiedImageError, OSError):
-        raise PipelineError(f"{name} is not an image that can be read (PNG or JPEG expected)") from None
+        raise UnreadableImage(f"{name} not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # Pillow's decoders fail in many ways
+        raise UnreadableImage(f"{name} is not an image that can be read (PNG, JPEG, GIF, WebP ...)") from None
     try:
         return torch.from_numpy(to_mnist(pixels))
     except ValueError as error:
@@ -56,7 +64,7 @@ def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
     """``image``, still undecoded, if it is one picture of at most ``max_pixels`` pixels."""
     width, height = image.size
     if width * height > max_pixels:
-        raise PipelineError(
+        raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,}"
         )
     # Frames of an animation or pages of a scan are different pictures (the first frame of a drawing
