@@ -16,6 +16,7 @@ import torch
 from benchmarks import common
 from stages.core import data
 from stages.core.optimizers import build_optimizer
+from stages.core.training import epoch_rows, scaled_batches, train_epoch
 
 
 def main() -> None:
@@ -28,19 +29,26 @@ def main() -> None:
     print(common.describe(device, args.counts))
     rows, labels = data.as_rows(train.images, device), train.labels.to(device)
     orders = common.epoch_orders(len(train), params.seed, args.repeats)
-    for name in common.ARCHITECTURES:
+    for name in common.ARCHITECTURES[:2]:  # the MLPs; bench_training --archs times the CNNs
         models = common.same_init_models(params.architectures[name], len(counts), device)
         runs = {}
         for count, model in zip(counts, models, strict=True):
             optimizer = build_optimizer(params.optimizers[args.optimizer], model.parameters())
-            epoch = common.in_memory_epoch(model, optimizer, rows, labels)
-            runs[f"{count} threads"] = at_threads(count, epoch, orders)
+            runs[f"{count} threads"] = at_threads(count, in_memory_epoch(model, optimizer, (rows, labels)), orders)
         times = common.alternate(runs, args.repeats)
         first = times[f"{counts[0]} threads"]
         print(f"train epoch {name}: " + "; ".join(
             f"{run} {common.summary(seconds)} ({common.ratio(first, seconds):.2f}x)"
             for run, seconds in times.items()
         ))
+
+
+def in_memory_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, train: tuple[torch.Tensor, torch.Tensor]
+) -> Callable[[torch.Tensor], float]:
+    """One epoch in ``order`` as ``fit`` trains it, the shuffle buffers allocated once."""
+    shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
+    return lambda order: train_epoch(model, optimizer, scaled_batches(*epoch_rows(train, order, shuffled), common.BATCH_SIZE))
 
 
 def at_threads(

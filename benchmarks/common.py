@@ -12,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from stages.core import data, mirrors, runtime
+from stages.core import data, mirrors, numerics, runtime
 from stages.core.models import Architecture, build_model
 from stages.core.params import Params, load_params
-from stages.core.training import train_epoch
 from stages.core.synthetic import synthetic_digits
 
-ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid")  # the two of the issue's figures
+ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid", "lenet5", "cnn_small")
 BATCH_SIZE = 100  # the tutorial's
 
 
@@ -30,6 +29,9 @@ def data_arguments(description: str | None) -> argparse.ArgumentParser:
         "--raw", type=Path, default=Path("data/raw"), help="the four IDX files, or a mirror folder of their .gz files"
     )
     parser.add_argument("--params", default="params.yaml", help="architectures, optimizers and seed from here")
+    parser.add_argument(
+        "--numerics", choices=numerics.MODES, help="instead of params.yaml's (read before torch loads, like --params)"
+    )
     parser.add_argument("--train-size", type=int, default=50_000)
     parser.add_argument("--valid-size", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
@@ -41,12 +43,13 @@ def data_arguments(description: str | None) -> argparse.ArgumentParser:
 def setup(args: argparse.Namespace) -> tuple[Params, torch.device, data.Subset, data.Subset]:
     """Configures torch as a stage does, and returns the params and the train/validation split."""
     params = load_params(args.params)
-    device = runtime.configure(params.seed, args.threads, args.device)
+    mode = args.numerics or params.numerics
+    device = runtime.configure(args.threads, args.device, mode)
     if args.data == "synthetic":
         full = synthetic_full(args.train_size + args.valid_size, params.seed)
     else:
         full = real_full(args.raw, params)
-    train, valid = data.split_train_valid(full, args.train_size, args.valid_size, params.seed)
+    train, valid = data.split_train_valid(full, args.train_size, args.valid_size, params.split.seed)
     return params, device, train, valid
 
 
@@ -67,8 +70,11 @@ def real_full(raw: Path, params: Params) -> data.Subset:
 
 def describe(device: torch.device, threads: object) -> str:
     """The machine line printed above every table: figures mean little without it."""
-    info = runtime.describe(device)
-    return f"{info['device_name']} ({info['device']}), threads {threads}, torch {info['torch']}"
+    info = runtime.environment(device, numerics.requested_mode(__import__("sys").argv))
+    return (
+        f"{info['device_name']} ({info['device']}), threads {threads}, torch {info['torch']}, "
+        f"ATen {info['cpu_capability']}, MKL branch {info['mkl_branch']} ({info['fingerprint']})"
+    )
 
 
 def alternate(runs: Mapping[str, Callable[[int], object]], repeats: int) -> dict[str, list[float]]:
@@ -108,11 +114,3 @@ def epoch_orders(count: int, seed: int, repeats: int) -> list[torch.Tensor]:
     """One seeded permutation per timed round, shared by every loop in that round."""
     shuffle = torch.Generator().manual_seed(seed)
     return [torch.randperm(count, generator=shuffle) for _ in range(repeats)]
-
-
-def in_memory_epoch(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, rows: torch.Tensor, labels: torch.Tensor
-) -> Callable[[torch.Tensor], float]:
-    """``train_epoch`` as ``fit`` calls it: the shuffle buffers allocated once, reused every epoch."""
-    shuffled = (torch.empty_like(rows), torch.empty_like(labels))
-    return lambda order: train_epoch(model, optimizer, rows, labels, BATCH_SIZE, order, shuffled)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 
 MODES = ("portable", "native")
@@ -29,15 +29,14 @@ PORTABLE_CAPABILITY = "AVX2"
 MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 12: "AVX512"}
 
 
-def requested_mode(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str:
-    """The ``numerics`` key of the params file this process was started with (``--params``, else
-    ./params.yaml); the default when there is none or it is not a mode (validation says so later)."""
-    path = Path("params.yaml")
-    for index, arg in enumerate(argv):
-        if arg == "--params" and index + 1 < len(argv):
-            path = Path(argv[index + 1])
-        elif arg.startswith("--params="):
-            path = Path(arg.removeprefix("--params="))
+def requested_mode(argv: Sequence[str]) -> str:
+    """The mode a command names with ``--numerics`` (the benchmarks do), else the ``numerics`` key of
+    the params file it was started with (``--params``, else ./params.yaml); the default when there
+    is none or it is not a mode (validation says so later)."""
+    options = dict(_options(argv))
+    if options.get("--numerics") in MODES:
+        return options["--numerics"]
+    path = Path(options.get("--params", "params.yaml"))
     try:
         import yaml
 
@@ -47,7 +46,14 @@ def requested_mode(argv: Sequence[str], environ: Mapping[str, str] = os.environ)
     return mode if mode in MODES else DEFAULT_MODE
 
 
-def pin(mode: str, environ: os._Environ | dict[str, str] = os.environ) -> None:
+def _options(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``--name value`` and ``--name=value`` pairs, read before argparse (and torch) runs."""
+    pairs = [tuple(arg.split("=", 1)) for arg in argv if arg.startswith("--") and "=" in arg]
+    pairs += [(arg, value) for arg, value in zip(argv, argv[1:]) if arg.startswith("--")]
+    return pairs
+
+
+def pin(mode: str, environ: MutableMapping[str, str] = os.environ) -> None:
     """Set the variables ``mode`` needs; ``native`` leaves the environment as the user set it."""
     if mode == "portable":
         environ.update(PORTABLE_ENV)
