@@ -1,48 +1,109 @@
-"""Comparing experiments and the pull-request report, on a project whose baseline has results."""
+"""Comparing experiments and the pull-request report, on a project whose baseline has results and
+whose queue ran two experiments, one of which failed. The text itself is tested on made-up runs in
+test_reports.py."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 
-def test_compare_reports_experiments_and_failures(reproduced):
-    reproduced.run("dvc", "exp", "run", "--queue", "-n", "with-adam", "-S", "optimizer=adam")
+from stages.core.errors import PipelineError
+from tools import compare, pr_report
+
+
+@pytest.fixture(scope="module")
+def queued(reproduced, tmp_path_factory):
+    """``reproduced`` with experiment ``with-adam`` and the failed ``broken`` run through the queue.
+    The compare test only reads it; the PR test takes a copy."""
+    project = reproduced.copy(tmp_path_factory.mktemp("queued") / "repo")
+    project.run("dvc", "exp", "run", "--queue", "-n", "with-adam", "-S", "optimizer=adam")
     # capturable Adam passes validation but fails at the first step on a CPU.
     broken = ("-S", "+optimizers.adam.capturable=true", "-S", "optimizer=adam")
-    reproduced.run("dvc", "exp", "run", "--queue", "-n", "broken", *broken)
-    reproduced.run("dvc", "exp", "run", "--run-all")  # exits 0 although "broken" failed
-
-    result = reproduced.run("python", "-m", "tools.compare")
-    rows = {line.split(" | ")[0].strip("| "): line for line in reproduced.read("comparison.md").splitlines()[2:]}
-    assert set(rows) == {"main", "with-adam", "broken"}
-    header = reproduced.read("comparison.md").splitlines()[0]
-    assert "| optimizer |" in header and "| test_accuracy |" in header
-    assert " | adam | " in rows["with-adam"] and " | sgd | " in rows["main"]
-    assert "**FAILED**" in rows["broken"] and "0." not in rows["broken"].split("**FAILED**")[0]
-    assert "**FAILED**" not in rows["with-adam"]
-    assert result.stdout == reproduced.read("comparison.md")
-    assert (reproduced.root / "comparison.png").read_bytes().startswith(b"\x89PNG")
-
-    chosen = reproduced.run("python", "-m", "tools.compare", "with-adam", "main").stdout.splitlines()
-    assert [line.split(" | ")[0] for line in chosen[2:]] == ["| with-adam", "| main"]
-    unknown = reproduced.run("python", "-m", "tools.compare", "nope", check=False)
-    assert unknown.returncode == 2
-    assert unknown.stderr.startswith("error: no experiment or revision 'nope'; experiments here: main, ")
+    project.run("dvc", "exp", "run", "--queue", "-n", "broken", *broken)
+    project.run("dvc", "exp", "run", "--run-all")  # exits 0 although "broken" failed
+    return project
 
 
-def test_pr_report_diffs_metrics_and_params_against_the_base(reproduced):
-    reproduced.run("git", "checkout", "-qb", "change")
-    reproduced.set_params(optimizer="adam")
-    reproduced.run("dvc", "repro")
+def in_project(project, monkeypatch) -> None:
+    """Runs a tool's ``main`` in this process as ``python -m tools.<name>`` would run in the project
+    (the first call of each tool does, end to end): the same code, without importing torch again."""
+    monkeypatch.chdir(project.root)
+    for name in ("PATH", "DVC_NO_ANALYTICS"):
+        monkeypatch.setenv(name, project.env[name])
 
-    result = reproduced.run("python", "-m", "tools.pr_report", "--base", "main")
-    report = reproduced.read("pr-report.md")
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = [[cell.strip() for cell in line[1:-1].split(" | ")] for line in markdown.splitlines()[2:] if line[:1] == "|"]
+    return {row[0]: row for row in rows}
+
+
+def test_compare_shows_what_each_run_used_its_failure_and_whether_it_differs_beyond_noise(queued, monkeypatch):
+    result = queued.tool("compare")
+    markdown = queued.read("comparison.md")
+    assert result.stdout == markdown
+    header = markdown.splitlines()[0]
+    assert header.startswith("| experiment | rev | status | arch | optimizer | schedule |")
+    assert "| optimizer.lr |" in header and "optimizers." not in header and header.endswith("| vs main |")
+    rows = table_rows(markdown)
+    assert list(rows) == ["main", "with-adam", "broken", "workspace"]
+    column = header.split(" | ").index("optimizer.lr")
+    assert (rows["main"][4], rows["main"][column]) == ("sgd", "0.1")
+    assert (rows["with-adam"][4], rows["with-adam"][column]) == ("adam", "0.001")
+    assert rows["main"][-1] == "reference"
+    assert re.fullmatch(r"[+-]\d\.\d{4}, p [=<] \d\.\d{4}: (within noise|differs)", rows["with-adam"][-1])
+    assert rows["broken"][2] == "**FAILED**: AssertionError: If capturable=True, params and state_steps must be on " \
+        "supported devices: ['cuda', 'xpu', 'hpu', 'privateuseone', 'xla']."  # fmt: skip
+    assert rows["broken"][4] == "adam" and set(rows["broken"][-6:]) == {"-"}
+    assert rows["workspace"][1] == "-" and rows["workspace"][4] == "sgd"
+    assert "- with-adam vs main: test accuracy " in markdown
+    assert (queued.root / "comparison.png").read_bytes().startswith(b"\x89PNG")
+
+    main = queued.run("git", "rev-parse", "--short", "main").stdout.strip()
+    in_project(queued, monkeypatch)
+    compare.main(["with-adam", "HEAD", main])
+    chosen = queued.read("comparison.md")
+    assert list(table_rows(chosen)) == ["with-adam", "HEAD", main]
+    assert chosen.splitlines()[0].endswith("| vs with-adam |")
+
+    with pytest.raises(PipelineError) as error:
+        compare.main(["HEAD~1"])  # the commit before the baseline's results
+    assert str(error.value) == "logs/train.json not found at HEAD~1: run `dvc repro` there and commit its results"
+
+
+def test_pr_report_leads_with_the_answer_and_refuses_results_that_do_not_belong_together(queued, tmp_path, monkeypatch):
+    project = queued.copy(tmp_path / "repo")
+    project.run("dvc", "exp", "branch", "with-adam", "change")  # a pull request made of an experiment
+    project.run("git", "checkout", "-q", "change")
+    project.run("dvc", "checkout", "-q")
+    with open(project.root / "tools/compare.py", "a") as code:
+        code.write("# a change to the code\n")
+    project.run("git", "commit", "-qam", "a code change")
+
+    result = project.tool("pr_report", "--base", "main")
+    report = project.read("pr-report.md")
     assert result.stdout == report
-    assert report.startswith("<!-- mnist-pr-report -->\n## Pipeline report against `main`")
-    assert re.search(r"\| metrics/evaluate\.json +\| test_accuracy +\|", report)
-    assert re.search(r"\| params\.yaml +\| optimizer +\| sgd +\| adam +\|", report)
+    lines = report.splitlines()
+    assert lines[:4] == [
+        "<!-- mnist-pr-report -->",
+        "## Pipeline report: `change` (this change) against `main`",
+        "",
+        "| metric | main | this change | Δ |",
+    ]
+    assert lines[6].startswith("| test loss | ") and lines[7].startswith("| best validation accuracy | ")
+    assert lines[9].startswith("**Significance:** test accuracy ") and "McNemar p" in lines[9]
+    assert lines[11] == "**Params changed:** `optimizer` sgd → adam  "
+    assert lines[12] == "**Code changed:** 1 file: `tools/compare.py` (+1 −0)  "
+    assert re.fullmatch(r"\*\*Numerics:\*\* cpu-portable-\w{8} on both \(torch .*, cpu, 1 thread\)", lines[13])
+    changed = report[report.index("### Metrics that changed") : report.index("### Curves")]
+    assert re.search(r"\| metrics/evaluate\.json \| test_loss \| \d\.\d{4} \| \d\.\d{4} \| [+-]\d\.\d{4} \|", changed)
+    assert "num_params" not in changed and "num_params" in report[report.index("<details>") :]
     assert "[Training and validation curves, base and this change overlaid](pr-curves.png)" in report
-    assert (reproduced.root / "pr-curves.png").read_bytes().startswith(b"\x89PNG")
+    assert "Warning" not in report and "workspace" not in report and not re.search(r"\b[0-9a-f]{40}\b", report)
+    assert (project.root / "pr-curves.png").read_bytes().startswith(b"\x89PNG")
 
-    missing = reproduced.run("python", "-m", "tools.pr_report", "--base", "no-such-branch", check=False)
-    assert missing.returncode == 2 and missing.stderr.startswith("error: `git rev-parse")
+    project.set_params(optimizer="sgd")  # params edited, not reproduced: the results are adam's
+    in_project(project, monkeypatch)
+    with pytest.raises(PipelineError, match=r"^logs/train\.json was made with other params than params\.yaml "
+                       r"\(digest \w{16}, params\.yaml's \w{16}\): run `dvc repro`$"):  # fmt: skip
+        pr_report.main(["--base", "main"])

@@ -1,4 +1,8 @@
-"""The grid as a user runs it: ``dvc repro grid/dvc.yaml``, then the committed leaderboard."""
+"""The grid as a user runs it: ``dvc repro grid/dvc.yaml``, then the committed leaderboard.
+
+The project's params hold two recipes (mlp_20_sigmoid with sgd and with adam), two seeds, 3 epochs.
+The leaderboard's figures, ranking, ties and refusals are tested on hand-made runs in test_reports.py.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +10,64 @@ import json
 
 import pytest
 
-
-@pytest.fixture
-def grid_project(project):
-    """Two cells: one architecture with two optimizers."""
-    params = project.params()
-    project.set_params(
-        arch="mlp_20_sigmoid",
-        architectures={"mlp_20_sigmoid": params["architectures"]["mlp_20_sigmoid"]},
-        optimizers={name: params["optimizers"][name] for name in ("sgd", "adam")},
-    )
-    project.run("git", "commit", "-qam", "a two-cell grid")
-    return project
+from stages.core.errors import PipelineError
+from tools import leaderboard
+from tools.grid import RUN_FILES
 
 
-def test_grid_runs_every_cell_and_writes_the_leaderboard(grid_project):
-    grid_project.run("dvc", "repro", "grid/dvc.yaml")
-    board = json.loads(grid_project.read("metrics/leaderboard.json"))
-    assert list(board) == ["mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam"]
-    for entry in board.values():
-        assert entry["status"] == "ok"
-        assert entry["test_accuracy"] > 0.5
-        assert entry["num_params"] == 784 * 20 + 20 + 20 * 10 + 10
-        assert 1 <= entry["best_epoch"] <= 3
-        assert "seconds_per_epoch" not in entry  # timings change every run: not for dvc metrics diff
-    table = grid_project.read("metrics/leaderboard.md").splitlines()
-    assert table[0].startswith("| arch | optimizer | status | test_accuracy")
-    assert table[0].endswith("| seconds_per_epoch |") and float(table[2].split("|")[-2]) > 0
-    assert len(table) == 4
-    figure = grid_project.root / "plots/grid_valid_accuracy.png"
-    assert figure.read_bytes().startswith(b"\x89PNG")
-    # The single configuration is untouched, and a second run has nothing to do.
-    assert not (grid_project.root / "metrics/train.json").exists()
-    assert "Running stage" not in grid_project.run("dvc", "repro", "grid/dvc.yaml").stdout
-    # Bytes are reproducible: the leaderboard again from the same files is identical.
-    before = figure.read_bytes()
-    grid_project.run("python", "-m", "tools.leaderboard")
-    assert figure.read_bytes() == before
-    assert "metrics/leaderboard.json" in grid_project.run("dvc", "metrics", "show", "--md").stdout
-
-
-def test_a_failing_cell_fails_the_grid_and_is_reported_as_failed(grid_project):
+def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_is_fixed(project, monkeypatch):
     # capturable Adam passes validation but fails at the first step on a CPU.
-    params = grid_project.params()
-    params["optimizers"]["adam"]["capturable"] = True
-    grid_project.set_params(optimizers=params["optimizers"])
-    result = grid_project.run("dvc", "repro", "--keep-going", "grid/dvc.yaml", check=False)
+    optimizers = project.params()["optimizers"]
+    optimizers["adam"]["capturable"] = True
+    project.set_params(optimizers=optimizers)
+    result = project.run("dvc", "repro", "--keep-going", "grid/dvc.yaml", check=False)
     assert result.returncode != 0
-    assert "train@mlp_20_sigmoid-adam" in result.stderr + result.stdout
-    assert not (grid_project.root / "metrics/leaderboard.json").exists()
+    assert "cell@mlp_20_sigmoid-adam" in result.stderr
+    assert not (project.root / "metrics/leaderboard.json").exists()  # DVC runs no stage after a failed one
 
-    report = grid_project.run("python", "-m", "tools.leaderboard", check=False)
-    assert report.returncode == 2
-    assert report.stderr.startswith("error: 1 of 2 configurations failed: mlp_20_sigmoid-adam (")
-    board = json.loads(grid_project.read("metrics/leaderboard.json"))
+    monkeypatch.chdir(project.root)  # as `python -m tools.leaderboard` there, without importing torch again
+    with pytest.raises(PipelineError) as error:
+        leaderboard.main([])
+    assert str(error.value) == (
+        "1 of 2 recipes failed: mlp_20_sigmoid-adam (grid/runs/mlp_20_sigmoid-adam/seed-42/log.json not found); "
+        "see `dvc repro grid/dvc.yaml`"
+    )
+    board = json.loads(project.read("metrics/leaderboard.json"))
     assert board["mlp_20_sigmoid-sgd"]["status"] == "ok"
-    assert board["mlp_20_sigmoid-adam"]["status"] == "failed"
-    assert "test_accuracy" not in board["mlp_20_sigmoid-adam"]
-    failed_row = grid_project.read("metrics/leaderboard.md").splitlines()[-1]
-    assert failed_row.startswith("| mlp_20_sigmoid | adam | **FAILED**") and "0." not in failed_row
+    assert board["mlp_20_sigmoid-adam"]["status"] == "failed" and "test_accuracy" not in board["mlp_20_sigmoid-adam"]
+    failed_row = project.read("metrics/leaderboard.md").splitlines()[3]
+    assert failed_row.startswith("| - | mlp_20_sigmoid-adam | mlp_20_sigmoid | adam | none | **FAILED**: grid/runs/")
+    assert "0." not in failed_row
+
+    # Fixed: only the failed recipe runs again, then the leaderboard.
+    del optimizers["adam"]["capturable"]
+    project.set_params(optimizers=optimizers)
+    rerun = project.run("dvc", "repro", "grid/dvc.yaml").stdout
+    assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-adam'" in rerun
+    assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-sgd'" not in rerun
+    assert "Running stage 'grid/dvc.yaml:leaderboard'" in rerun
+    for recipe in ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam"):
+        for seed in (42, 43):
+            assert sorted(path.name for path in (project.root / f"grid/runs/{recipe}/seed-{seed}").iterdir()) == sorted(
+                RUN_FILES
+            )
+
+    board = json.loads(project.read("metrics/leaderboard.json"))
+    assert list(board) == ["mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam"]
+    assert sorted(entry["rank"] for entry in board.values()) == [1, 2]
+    for entry in board.values():
+        assert entry["status"] == "ok" and entry["seeds"] == 2
+        assert entry["num_params"] == 784 * 20 + 20 + 20 * 10 + 10
+        assert 0.5 < entry["best_valid_accuracy"]["mean"] <= 1 and entry["best_valid_accuracy"]["std"] >= 0
+        assert 0.5 < entry["test_accuracy"]["mean"] <= 1
+        assert entry["versus_best"] in ("best", "tied", "behind")
+        assert not any("seconds" in key for key in entry)  # timings change every run: not for dvc metrics diff
+    table = project.read("metrics/leaderboard.md").splitlines()
+    assert table[0].startswith("| rank | recipe | arch | optimizer | schedule | best valid accuracy |")
+    assert [row.split(" | ")[0] for row in table[2:4]] == ["| 1", "| 2"] and float(table[2].split(" | ")[-2]) > 0
+    assert "seeds 42, 43" in project.read("metrics/leaderboard.md")
+    assert (project.root / "plots/grid_valid_accuracy.png").read_bytes().startswith(b"\x89PNG")
+
+    assert "Running stage" not in project.run("dvc", "repro", "grid/dvc.yaml").stdout  # nothing left to do
+    shown = project.run("dvc", "metrics", "show", "--md").stdout
+    assert "metrics/leaderboard.json" in shown and "mlp_20_sigmoid-adam.test_accuracy.mean" in shown

@@ -1,88 +1,188 @@
-"""Compare experiments: the params that differ, the headline metrics, and the curves overlaid.
+"""Compare experiments: what each run used, its headline metrics, whether it differs from the first
+beyond noise, and the curves overlaid.
 
-Reads ``dvc exp show --json`` and each experiment's committed ``plots/loss.csv``, so it works
-offline. Names are experiment names or revisions; by default the baseline and every experiment
-of the workspace. A failed experiment is listed as failed, never with the baseline's numbers
-that ``dvc exp show`` prints in its place.
+Names are experiment names, ``workspace``, or any git revision (``HEAD``, ``HEAD~1``, a branch, a
+short hash); by default the baseline, each of its experiments, and the workspace. Each row shows
+the architecture, optimizer and schedule it chose and only those entries' values (``optimizer.lr``
+is the lr of the row's own optimizer), plus any other param that differs between rows. Every run
+after the first is tested against the first on the same test images (McNemar, from each run's
+``plots/confusion.csv``). A failed experiment is listed as failed with its stage's own error line,
+never with the baseline's numbers that ``dvc exp show`` prints in its place. Each run's results
+must belong together (``tools/consistency.py``). Reads ``dvc exp show --json`` for the list, and
+every file from git at the run's commit (or from disk for the workspace), so it works offline.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
-from tools import vcs
+from tools import consistency, vcs
 from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
+from tools.stats import compare_predictions
+
+CHOICES = (("arch", "architectures"), ("optimizer", "optimizers"), ("schedule", "schedules"))
+"""A top-level choice and the section whose entry it names."""
+SINGLE = ("seed", "device", "threads", "numerics", "split", "train", "evaluate")
+"""The other params the single configuration uses; the grid and download sections are not its."""
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Entry:
+    """A run ``dvc exp show`` lists: the workspace, a baseline commit, or an experiment."""
+
     name: str
     rev: str
-    params: dict[str, Any]
-    metrics: dict[str, Any]
+    state: str = "ok"
+    """ok, failed, queued or running."""
+    log: str | None = None
+    """The queue's log file of an experiment, where DVC kept one."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A row: a run's params (params.yaml as it was), merged metrics and per-image predictions,
+    or, for a run with no results, its state and the reason."""
+
+    name: str
+    rev: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    predictions: Sequence[tuple[int, int]] | None = None
+    state: str = "ok"
     error: str | None = None
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help="experiment names or revisions (default: all)")
+    parser.add_argument("names", nargs="*", help="experiment names, workspace, or git revisions (default: all)")
     parser.add_argument("--markdown", type=Path, default=Path("comparison.md"))
     parser.add_argument("--figure", type=Path, default=Path("comparison.png"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    experiments = select(parse_exp_show(json.loads(vcs.output("dvc", "exp", "show", "--json"))), args.names)
-    table = comparison_markdown(experiments)
+    entries = parse_exp_show(json.loads(vcs.output("dvc", "exp", "show", "--json")))
+    runs = [load(entry) for entry in select(entries, args.names)]
+    table = comparison_markdown(runs)
     atomic.write_text(args.markdown, table)
     plot_curves(
         args.figure,
-        {exp.name: vcs.curves_at(exp.rev) for exp in experiments if exp.error is None},
+        {run.name: vcs.curves_at(run.rev) for run in runs if run.state == "ok"},
         ["train_loss", "valid_loss", "valid_accuracy"],
         title="Experiments",
     )
     print(table, end="")
 
 
-def parse_exp_show(records: Sequence[Mapping[str, Any]]) -> list[Experiment]:
-    """Each baseline commit, then its experiments, from ``dvc exp show --json``; the workspace
-    row is skipped (it is the baseline plus uncommitted edits)."""
-    experiments = []
+def parse_exp_show(records: Sequence[Mapping[str, Any]]) -> list[Entry]:
+    """Each baseline commit, then its experiments, then the workspace, from ``dvc exp show --json``."""
+    entries, workspace = [], []
     for record in records:
-        if record["rev"] != vcs.WORKSPACE:
-            experiments.append(_experiment(record, record.get("name") or record["rev"][:7]))
+        if record["rev"] == vcs.WORKSPACE:
+            workspace.append(Entry(vcs.WORKSPACE, vcs.WORKSPACE))
+            continue
+        entries.append(Entry(record.get("name") or record["rev"][:7], record["rev"]))
         for group in record.get("experiments") or ():
-            failed = (group.get("executor") or {}).get("state") == "failed"
+            executor = group.get("executor") or {}
+            state = {"success": "ok", "failed": "failed", "queued": "queued", "running": "running"}.get(
+                executor.get("state"), "ok"
+            )
+            log = (executor.get("local") or {}).get("log")
             for rev in group.get("revs") or ():
-                experiments.append(_experiment(rev, rev.get("name") or group.get("name") or rev["rev"][:7], failed))
-    return experiments
+                failed = "failed" if rev.get("error") else state
+                entries.append(Entry(rev.get("name") or group.get("name") or rev["rev"][:7], rev["rev"], failed, log))
+    return entries + workspace
 
 
-def _experiment(record: Mapping[str, Any], name: str, failed: bool = False) -> Experiment:
-    error = record.get("error")
-    if error or failed:
-        message = (error or {}).get("msg") or "the experiment failed (see `dvc queue logs`)"
-        return Experiment(name, record["rev"], {}, {}, error=message)
-    data = record.get("data") or {}
-    return Experiment(
-        name,
-        record["rev"],
-        params=_flatten(_file_data(data.get("params"))),
-        metrics=_flatten(_file_data(data.get("metrics"))),
+def select(entries: list[Entry], names: Iterable[str]) -> list[Entry]:
+    """By name (an experiment, a baseline branch, ``workspace``), else as a git revision, in the
+    order asked; all of them when none is asked for."""
+    names = list(names)
+    if not names:
+        return entries
+    chosen = []
+    for name in names:
+        match = next((entry for entry in entries if entry.name == name), None)
+        if match is None:
+            try:
+                commit = vcs.resolve(name)
+            except PipelineError:
+                known = ", ".join(entry.name for entry in entries) or "none (run `dvc exp run` first)"
+                raise PipelineError(f"no experiment or revision {name!r}; experiments here: {known}") from None
+            known = next((entry for entry in entries if entry.rev == commit), None)
+            match = Entry(name, commit, known.state if known else "ok", known.log if known else None)
+        chosen.append(match)
+    return chosen
+
+
+def load(entry: Entry) -> Run:
+    """A run's params, metrics and predictions, once its results are checked to belong together."""
+    params = _params_at(entry)
+    if entry.state == "failed":
+        return Run(entry.name, entry.rev, params, {}, state="failed", error=failure_reason(entry))
+    if entry.state != "ok":
+        return Run(entry.name, entry.rev, params, {}, state=entry.state)
+    consistency.check_revision(entry.rev, entry.name)
+    return Run(
+        entry.name, entry.rev, params, vcs.metrics_at(entry.rev, entry.name), vcs.predictions_at(entry.rev, entry.name)
     )
 
 
-def _file_data(files: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merges the ``data`` of every file: metric and param names are unique across files here."""
-    merged: dict[str, Any] = {}
-    for result in (files or {}).values():
-        merged.update(result.get("data") or {})
-    return merged
+def _params_at(entry: Entry) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(vcs.read_at(entry.rev, consistency.PARAMS, entry.name)) or {}
+    except (PipelineError, yaml.YAMLError):
+        return {}
+
+
+def failure_reason(entry: Entry) -> str:
+    """The failed stage's own words: from the queue's log of the experiment (``dvc queue logs``)."""
+    text = ""
+    if entry.log and Path(entry.log).is_file():
+        text = Path(entry.log).read_text(errors="replace")
+    else:
+        try:
+            text = vcs.output("dvc", "queue", "logs", entry.name)
+        except PipelineError:
+            pass
+    return error_line(text) or "the experiment failed (see `dvc queue logs`)"
+
+
+EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning)\b:?.*")
+
+
+def error_line(log: str) -> str | None:
+    """A stage's one ``error: ...`` line (``PipelineError``); else the last line of a traceback
+    (the exception); else DVC's own last ``ERROR:`` line; None in a log with none of them."""
+    lines = [line.strip() for line in log.splitlines()]
+    for pattern in (re.compile(r"^error: .+"), EXCEPTION, re.compile(r"^ERROR: .+")):
+        found = [line for line in lines if pattern.match(line)]
+        if found:
+            return found[-1]
+    return None
+
+
+def resolved_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run used, flat: the chosen names, the chosen entries' values as ``arch.*``,
+    ``optimizer.*``, ``schedule.*``, and the single configuration's other params."""
+    flat: dict[str, Any] = {}
+    for key, section in CHOICES:
+        chosen = params.get(key)
+        flat[key] = chosen
+        entry = (params.get(section) or {}).get(chosen) if isinstance(chosen, str) else None
+        flat.update(_flatten(entry or {}, f"{key}."))
+    for key in SINGLE:
+        if key in params:
+            flat.update(_flatten({key: params[key]}))
+    return flat
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -91,42 +191,56 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = value
+            flat[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list) else value
     return flat
 
 
-def select(experiments: list[Experiment], names: Iterable[str]) -> list[Experiment]:
-    """By name or revision prefix, in the order asked; all of them when none is asked for."""
-    names = list(names)
-    if not names:
-        return experiments
-    chosen = []
-    for name in names:
-        matches = [exp for exp in experiments if name == exp.name or (len(name) >= 4 and exp.rev.startswith(name))]
-        if not matches:
-            valid = ", ".join(exp.name for exp in experiments) or "none (run `dvc exp run` first)"
-            raise PipelineError(f"no experiment or revision {name!r}; experiments here: {valid}")
-        chosen.append(matches[0])
-    return chosen
+def differing_params(runs: Sequence[Run]) -> list[str]:
+    """The chosen names, then every resolved param whose value is not the same in every run."""
+    rows = [resolved_params(run.params) for run in runs if run.params]
+    keys = sorted({key for row in rows for key in row} - {key for key, _ in CHOICES})
+    names = [key for key, _ in CHOICES]
+    return names + [key for key in keys if len({json.dumps(row.get(key)) for row in rows}) > 1]
 
 
-def differing_params(experiments: Sequence[Experiment]) -> list[str]:
-    """Params whose value is not the same in every experiment that has params."""
-    rows = [exp.params for exp in experiments if exp.error is None]
-    keys = sorted({key for row in rows for key in row})
-    return [key for key in keys if len({json.dumps(row.get(key)) for row in rows}) > 1]
+def comparison_markdown(runs: Sequence[Run]) -> str:
+    """One row per run; the last column tests each run against the first that has results."""
+    params = differing_params(runs)
+    reference = next((run for run in runs if run.state == "ok"), None)
+    versus = f"vs {reference.name}" if reference else "vs first"
+    rows, notes = [], []
+    for run in runs:
+        values = resolved_params(run.params)
+        shown = [None if values.get(key) is None else str(values[key]) for key in params]  # as written
+        rev = "-" if run.rev == vcs.WORKSPACE else run.rev[:7]
+        if run.state != "ok":
+            status = f"**FAILED**: {run.error}" if run.state == "failed" else run.state
+            rows.append([run.name, rev, status, *shown, *([None] * len(HEADLINE_METRICS)), None])
+            continue
+        cell, note = _versus(reference, run)
+        if note:
+            notes.append(f"- {run.name} vs {reference.name}: {note}")
+        rows.append([run.name, rev, "ok", *shown, *(run.metrics.get(key) for key in HEADLINE_METRICS), cell])
+    table = markdown_table(("experiment", "rev", "status", *params, *HEADLINE_METRICS, versus), rows)
+    if notes:
+        table += "\nTest accuracy against the first run, image by image (McNemar, exact):\n\n" + "\n".join(notes) + "\n"
+    return table
 
 
-def comparison_markdown(experiments: Sequence[Experiment]) -> str:
-    params = differing_params(experiments)
-    blank = [None] * (len(params) + len(HEADLINE_METRICS))
-    rows = [
-        [exp.name, exp.rev[:7], "ok", *(exp.params.get(key) for key in params), *map(exp.metrics.get, HEADLINE_METRICS)]
-        if exp.error is None
-        else [exp.name, exp.rev[:7], f"**FAILED**: {exp.error}", *blank]
-        for exp in experiments
-    ]
-    return markdown_table(("experiment", "rev", "status", *params, *HEADLINE_METRICS), rows)
+def _versus(reference: Run, run: Run) -> tuple[str, str | None]:
+    if run is reference:
+        return "reference", None
+    if reference.predictions is None or run.predictions is None:
+        return "no predictions", None
+    labels = [actual for actual, _ in reference.predictions]
+    if labels != [actual for actual, _ in run.predictions]:
+        return "other test images", None
+    result = compare_predictions(
+        [predicted for _, predicted in reference.predictions], [predicted for _, predicted in run.predictions], labels
+    )
+    verdict = "differs" if result.significant else "within noise"
+    p = "p < 0.0001" if result.p_value < 0.0001 else f"p = {result.p_value:.4f}"
+    return f"{result.delta:+.4f}, {p}: {verdict}", result.line()
 
 
 if __name__ == "__main__":

@@ -1,72 +1,221 @@
-"""The grid's leaderboard: one row per architecture x optimizer, from the files each cell wrote.
+"""The grid's leaderboard: one row per recipe, each figure a mean over the grid's seeds.
 
-Writes the rows as JSON (declared as DVC metrics, so ``dvc metrics diff`` shows every cell; only
-figures that reproduce bitwise), a markdown table best first (with each cell's seconds per epoch),
-and the validation accuracy of every cell per epoch in one figure.
-A cell without results is listed as failed, never with numbers, and makes the command fail.
+Ranked by mean best validation accuracy, with test accuracy shown beside it: choosing on the test
+set is the mistake the validation split is there to prevent. A recipe whose difference from the
+best is within the seeds' noise is marked tied, by the rule of ``tools/stats.py`` (stated under the
+table). Writes the rows as JSON (declared as DVC metrics: only figures that reproduce bitwise, one
+mean and one standard deviation each, so ``dvc metrics diff`` stays short), the table as markdown
+(with seconds per epoch), and each recipe's validation accuracy per epoch, mean over seeds, in one
+figure. Results that do not belong to params.yaml's grid are refused; a recipe without results
+is listed as failed, never with numbers, and makes the command fail.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from stages.core import atomic
+from matplotlib.figure import Figure
+
+from stages.core import atomic, figures
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_params
-from tools.grid import Run, cells, read_run
-from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
+from tools.grid import RecipeRuns, read_grid
+from tools.report import curves_figure, markdown_table
+from tools.stats import SeedComparison, SeedSummary, compare_seeds, summarise_seeds
 
-COLUMNS = (*HEADLINE_METRICS, "seconds_per_epoch")
+CONFIDENCE = 0.95
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class Standing:
+    """A recipe's place on the board; for a failed recipe only ``recipe`` (and its error)."""
+
+    recipe: RecipeRuns
+    rank: int | None = None
+    best_valid_accuracy: SeedSummary | None = None
+    kept_valid_accuracy: SeedSummary | None = None
+    """Only where the kept epoch's validation accuracy is not the best one, for some seed."""
+    test_accuracy: SeedSummary | None = None
+    test_loss: SeedSummary | None = None
+    num_params: int | None = None
+    versus_best: SeedComparison | None = None
+    """Against the best recipe, seed by seed; None for the best itself."""
+    seconds_per_epoch: float | None = None
+    """Mean over seeds; a timing, so shown in the markdown and never in the JSON."""
+
+    @property
+    def verdict(self) -> str:
+        if self.rank is None:
+            return "failed"
+        if self.versus_best is None:
+            return "best"
+        return {True: "tied", False: "behind", None: "no verdict"}[self.versus_best.tied]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--runs", type=Path, default=Path("grid/runs"), help="one folder per cell")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("grid/runs"), help="one folder per recipe, one per seed in it"
+    )
     parser.add_argument("--json", type=Path, default=Path("metrics/leaderboard.json"))
     parser.add_argument("--markdown", type=Path, default=Path("metrics/leaderboard.md"))
     parser.add_argument("--figure", type=Path, default=Path("plots/grid_valid_accuracy.png"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    runs = [read_run(args.runs, cell) for cell in cells(load_params(args.params))]
-    atomic.write_json(args.json, {run.cell.key: leaderboard_entry(run) for run in runs})
-    table = leaderboard_markdown(runs)
-    atomic.write_text(args.markdown, table)
-    plot_curves(
-        args.figure,
-        {run.cell.key: run.curves for run in runs if run.error is None},
-        ["valid_accuracy"],
-        title="Validation accuracy per epoch, every architecture x optimizer",
-    )
+    params = load_params(args.params)
+    board = standings(read_grid(params, args.runs))
+    table = leaderboard_markdown(board, params.grid_seeds)
+    with atomic.Outputs() as outputs:  # the three together, or none
+        outputs.json(args.json, leaderboard_json(board, list(params.grid.recipes)))
+        outputs.text(args.markdown, table)
+        outputs.bytes(args.figure, figures.png_bytes(leaderboard_figure(board, params.grid_seeds)))
     print(table, end="")
-    failed = [run for run in runs if run.error is not None]
+    failed = [standing.recipe for standing in board if standing.rank is None]
     if failed:
-        names = "; ".join(f"{run.cell.key} ({run.error})" for run in failed)
-        raise PipelineError(f"{len(failed)} of {len(runs)} configurations failed: {names}")
+        names = "; ".join(f"{recipe.name} ({recipe.error})" for recipe in failed)
+        raise PipelineError(f"{len(failed)} of {len(board)} recipes failed: {names}; see `dvc repro grid/dvc.yaml`")
 
 
-def leaderboard_entry(run: Run) -> dict[str, Any]:
-    base = {"arch": run.cell.arch, "optimizer": run.cell.optimizer}
-    if run.error is not None:
-        return {**base, "status": "failed", "error": run.error}
-    return {**base, "status": "ok", **run.metrics}
-
-
-def leaderboard_markdown(runs: list[Run]) -> str:
-    """Best test accuracy first; failed cells last, with the reason instead of figures."""
-    done = sorted((run for run in runs if run.error is None), key=lambda run: -run.metrics["test_accuracy"])
-    rows = [
-        [run.cell.arch, run.cell.optimizer, "ok", *(run.metrics[c] for c in HEADLINE_METRICS), run.seconds_per_epoch]
-        for run in done
+def standings(recipes: Sequence[RecipeRuns]) -> list[Standing]:
+    """Recipes with results by mean best validation accuracy (params.yaml's order on equal means),
+    each compared with the first; failed recipes last, in params.yaml's order."""
+    done = [_summarise(recipe) for recipe in recipes if recipe.error is None]
+    done.sort(key=lambda standing: -standing.best_valid_accuracy.mean)
+    if not done:
+        return [Standing(recipe) for recipe in recipes]
+    best = _per_seed(done[0].recipe)
+    ranked = [
+        replace(
+            standing,
+            rank=rank,
+            versus_best=None if rank == 1 else compare_seeds(best, _per_seed(standing.recipe), CONFIDENCE),
+        )
+        for rank, standing in enumerate(done, start=1)
     ]
-    rows += [
-        [run.cell.arch, run.cell.optimizer, f"**FAILED**: {run.error}", *([None] * len(COLUMNS))]
-        for run in runs
-        if run.error is not None
+    return ranked + [Standing(recipe) for recipe in recipes if recipe.error is not None]
+
+
+def _summarise(recipe: RecipeRuns) -> Standing:
+    runs = recipe.runs
+    kept_differs = any(run.kept_valid_accuracy != run.train["best_valid_accuracy"] for run in runs)
+    timings = [
+        run.log["seconds_per_epoch"] for run in runs if isinstance(run.log.get("seconds_per_epoch"), (int, float))
     ]
-    return markdown_table(("arch", "optimizer", "status", *COLUMNS), rows)
+    return Standing(
+        recipe,
+        best_valid_accuracy=summarise_seeds([run.train["best_valid_accuracy"] for run in runs]),
+        kept_valid_accuracy=summarise_seeds([run.kept_valid_accuracy for run in runs]) if kept_differs else None,
+        test_accuracy=summarise_seeds([run.evaluate["test_accuracy"] for run in runs]),
+        test_loss=summarise_seeds([run.evaluate["test_loss"] for run in runs]),
+        num_params=runs[0].train["num_params"],
+        seconds_per_epoch=statistics.fmean(timings) if timings else None,
+    )
+
+
+def _per_seed(recipe: RecipeRuns) -> dict[int, float]:
+    return {run.seed: run.train["best_valid_accuracy"] for run in recipe.runs}
+
+
+def leaderboard_json(board: Sequence[Standing], order: Sequence[str] = ()) -> dict[str, Any]:
+    """One entry per recipe, in ``order`` (params.yaml's, so a new ranking changes ``rank`` rather
+    than every line): names, status, and each figure's mean and std over the seeds."""
+    position = {name: index for index, name in enumerate(order)}
+    entries = {}
+    for standing in sorted(board, key=lambda standing: position.get(standing.recipe.name, len(position))):
+        recipe = standing.recipe
+        entry: dict[str, Any] = {"arch": recipe.arch, "optimizer": recipe.optimizer, "schedule": recipe.schedule}
+        if standing.rank is None:
+            entries[recipe.name] = {**entry, "status": "failed", "error": recipe.error}
+            continue
+        entry.update(status="ok", seeds=len(recipe.runs), rank=standing.rank, versus_best=standing.verdict)
+        for key in ("best_valid_accuracy", "kept_valid_accuracy", "test_accuracy", "test_loss"):
+            summary = getattr(standing, key)
+            if summary is not None:
+                entry[key] = {"mean": summary.mean, "std": summary.std}
+        entries[recipe.name] = {**entry, "num_params": standing.num_params}
+    return entries
+
+
+def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int]) -> str:
+    """Best first, failed recipes last with their reason instead of figures; the rule under it."""
+    kept = any(standing.kept_valid_accuracy is not None for standing in board)
+    header = [
+        "rank", "recipe", "arch", "optimizer", "schedule", "best valid accuracy",
+        *(["kept epoch's valid accuracy"] if kept else []),
+        "test accuracy", "test loss", "params", "s/epoch", "vs best",
+    ]  # fmt: skip
+    rows = []
+    for standing in board:
+        recipe = standing.recipe
+        names = [recipe.name, recipe.arch, recipe.optimizer, recipe.schedule]
+        if standing.rank is None:
+            blanks = [None] * (len(header) - 7)
+            rows.append(["-", *names, f"**FAILED**: {recipe.error}", *blanks, "failed"])
+            continue
+        figures_ = [_spread(standing.best_valid_accuracy)]
+        if kept:
+            figures_.append(_spread(standing.kept_valid_accuracy) if standing.kept_valid_accuracy else "= best")
+        figures_ += [_spread(standing.test_accuracy), _spread(standing.test_loss), standing.num_params]
+        rows.append([standing.rank, *names, *figures_, standing.seconds_per_epoch, _versus(standing)])
+    return markdown_table(header, rows) + "\n" + rule(board, seeds) + "\n"
+
+
+def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
+    """What the table's figures are and how ties are called, in words, under the table."""
+    fingerprints = sorted({run.log.get("fingerprint") or "unknown" for st in board for run in st.recipe.runs})
+    seed_list = ", ".join(map(str, seeds))
+    lines = [
+        f"Each figure is the mean ± sample standard deviation over seeds {seed_list} (params.yaml: seed, grid.seeds).",
+        "Ranked by mean best validation accuracy; test accuracy is shown, never used to choose.",
+        f"vs best: a recipe is **tied** with the best when the two-sided {CONFIDENCE:.0%} Student t interval of its "
+        "per-seed difference in best validation accuracy (paired by seed) contains 0, and **behind** when the "
+        "interval lies below 0; one seed gives no verdict (tools/stats.py, `compare_seeds`).",
+        "s/epoch: training seconds per epoch, mean over seeds; timings vary run to run, so they are not in "
+        "metrics/leaderboard.json.",
+    ]
+    if fingerprints:
+        lines.append(f"Numerics: {', '.join(fingerprints)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _spread(summary: SeedSummary) -> str:
+    return f"{summary.mean:.4f} ± {summary.std:.4f}" if summary.n > 1 else f"{summary.mean:.4f}"
+
+
+def _versus(standing: Standing) -> str:
+    comparison = standing.versus_best
+    if comparison is None:
+        return "best"
+    if comparison.interval is None:
+        return f"no verdict (1 seed): {comparison.difference:+.4f}"
+    low, high = comparison.interval
+    return f"{standing.verdict}: {comparison.difference:+.4f} ({CONFIDENCE:.0%} CI {low:+.4f} to {high:+.4f})"
+
+
+def leaderboard_figure(board: Sequence[Standing], seeds: Sequence[int]) -> Figure:
+    """Validation accuracy per epoch, one line per recipe with results: the mean, at each epoch,
+    over the seeds that trained it (early stopping can end some seeds sooner)."""
+    curves = {}
+    for standing in board:
+        runs = standing.recipe.runs
+        by_epoch: dict[int, list[float]] = {}
+        for run in runs:
+            for epoch, accuracy in zip(run.curves["epoch"], run.curves["valid_accuracy"], strict=True):
+                by_epoch.setdefault(int(epoch), []).append(accuracy)
+        if by_epoch:
+            epochs = sorted(by_epoch)
+            curves[standing.recipe.name] = {
+                "epoch": epochs,
+                "valid_accuracy": [statistics.fmean(by_epoch[epoch]) for epoch in epochs],
+            }
+    span = f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    return curves_figure(curves, ["valid_accuracy"], f"Validation accuracy per epoch, every recipe (mean over {span})")
 
 
 if __name__ == "__main__":

@@ -48,16 +48,22 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def plot_curves(path: str | os.PathLike, curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> None:
-    """One panel per column, one line per run, x = epoch; written as the stages write their figures
-    (``figures.write_png``), so the same curves give the same bytes."""
+    """``curves_figure`` written as the stages write their figures (``figures.write_png``), so the
+    same curves give the same bytes."""
+    figures.write_png(path, curves_figure(curves, columns, title))
+
+
+def curves_figure(curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> Figure:
+    """One panel per column, one line per run, x = epoch."""
     figure = Figure(figsize=(6 * len(columns), 4.5), layout="constrained")
     axes = figure.subplots(1, len(columns), squeeze=False)[0]
-    for axis, column in zip(axes, columns):
+    for axis, column in zip(axes, columns, strict=True):
         label = CURVE_LABELS.get(column, column)
         for name, run in curves.items():
             axis.plot(run["epoch"], run[column], marker=".", label=name)
         axis.set(xlabel="epoch", ylabel=label, title=label if len(columns) > 1 else "")
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize="small", loc="best")
+    if curves:
+        axes[-1].legend(fontsize="small", loc="best")
     figure.suptitle(title)
-    figures.write_png(path, figure)
+    return figure

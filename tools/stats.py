@@ -102,7 +102,8 @@ def compare_predictions(
             )
     if not labels:
         raise PipelineError("no images to compare")
-    outcomes = Counter((a == label, b == label) for a, b, label in zip(predictions_a, predictions_b, labels))
+    triples = zip(predictions_a, predictions_b, labels, strict=True)
+    outcomes = Counter((a == label, b == label) for a, b, label in triples)
     both, b, c, n = outcomes[True, True], outcomes[True, False], outcomes[False, True], len(labels)
     p_value, (chi2, chi2_p_value) = mcnemar_exact_p(b, c), mcnemar_chi2(b, c)
     return PairedComparison(
