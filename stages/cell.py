@@ -4,8 +4,9 @@ Writes ``<out>/seed-<n>/``: ``train.json`` and ``evaluate.json`` (the metrics th
 configuration writes), ``loss.csv`` (its curves), ``predictions.csv`` (``actual,predicted`` per
 test image, for paired tests between runs) and ``log.json`` (provenance, environment, timings).
 No model is kept: the grid is there to compare runs, and each one reproduces bit for bit. Seeds
-run side by side, one process each (``--jobs``; by default as many as the cores hold at params'
-``threads`` each), since each has its own threads and the thread count is part of the result.
+run side by side, one process each (``--jobs``, else ``MNIST_GRID_JOBS``, else as many as the
+cores hold at params' ``threads`` each), since each has its own threads and the thread count is
+part of the result; how many run at once changes no result, only the time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from stages.core.models import count_parameters, model_bytes, sha256
 from stages.core.params import load_params
 from stages.core.training import evaluate, train_recipe
 
+JOBS_ENV = "MNIST_GRID_JOBS"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,13 +35,15 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--out", type=Path, required=True, help="folder for the recipe's runs, one per seed")
     parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="kept per epoch")
-    parser.add_argument("--jobs", type=int, help="seeds trained at once (default: the cores over params' threads)")
+    parser.add_argument("--jobs", type=int, help=f"seeds trained at once (default: ${JOBS_ENV}, else the cores "
+                        "over params' threads)")  # fmt: skip
     args = parser.parse_args()
 
     params = load_params(args.params)
     params.recipe(args.recipe)  # an unknown recipe is one line here, not one per worker
     runs = [(args.params, args.recipe, seed, args.split, args.out, args.checkpoints) for seed in params.grid_seeds]
-    jobs = min(len(runs), args.jobs or max(1, len(os.sched_getaffinity(0)) // params.threads))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = min(len(runs), args.jobs or int(os.environ.get(JOBS_ENV, 0)) or max(1, cores // params.threads))
     if jobs == 1:
         for run in runs:
             train_and_test(*run)

@@ -1,12 +1,13 @@
 """Shared fixtures: a synthetic MNIST mirror, and the project as a git + DVC repo on it.
 
-``dvc repro`` of the whole pipeline runs once per test session (``reproduced``); tests that only
-read its results share it, and tests that change something work on a copy of it (``project``),
-which takes a fraction of a second, not a pipeline run.
+``dvc repro`` of the whole pipeline runs once per test run, shared by the parallel workers
+(``reproduced``); tests that only read its results share it, and tests that change something work
+on a copy of it (``project``), which takes a fraction of a second, not a pipeline run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
+from stages.cell import JOBS_ENV
 from stages.core.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +57,7 @@ def fresh(tmp_path_factory, mirror) -> Project:
         else:
             shutil.copy(source, target)
     (repo / "params.yaml").write_text(yaml.safe_dump(small_params(checksums), sort_keys=False))
-    project = Project(repo, shell_env(folder))
+    project = Project(repo, {**shell_env(folder), JOBS_ENV: "1"})  # a grid seed's pool would cost more than it saves
     project.run("git", "init", "-q", "-b", "main")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "project under test")
@@ -63,13 +66,21 @@ def fresh(tmp_path_factory, mirror) -> Project:
 
 @pytest.fixture(scope="session")
 def reproduced(fresh, tmp_path_factory) -> Project:
-    """The project after ``dvc repro``, its results committed as the baseline. Read it, never change
-    it: tests that change something take ``project``."""
-    project = fresh.copy(tmp_path_factory.mktemp("reproduced") / "repo")
-    project.run("dvc", "repro")
-    project.run("git", "add", "-A")
-    project.run("git", "commit", "-qm", "baseline results")
-    return project
+    """The project after ``dvc repro``, its results committed as the baseline; made by the first
+    worker that needs it, in the folder all workers share. Read it, never change it: tests that
+    change something take ``project``."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's, above each worker's own
+    root, done = shared / "reproduced" / "repo", shared / "reproduced.done"
+    with FileLock(shared / "reproduced.lock"):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
+            project = fresh.copy(root)
+            project.run("dvc", "repro")
+            project.run("git", "add", "-A")
+            project.run("git", "commit", "-qm", "baseline results")
+            done.touch()
+    return Project(root, fresh.env)
 
 
 @pytest.fixture

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from stages import predict
+from stages.core.errors import run_stage
 from stages.core.synthetic import synthetic_digits
 from tests.test_preprocess import blank_png
 
@@ -50,14 +53,14 @@ def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced):
         (["--index", "0", "--max-pixels", "0"], "--max-pixels 0 is invalid: give a number of pixels >= 1"),
     ],
 )
-def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named):
-    result = reproduced.stage("predict", *args, check=False)
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("error: ") and named in result.stderr
-    assert result.stderr.count("\n") == 1
+def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named, monkeypatch, capsys):
+    code, out, err = predict_in_process(reproduced, args, monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and named in err
+    assert err.count("\n") == 1
 
 
-def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(reproduced, tmp_path):
+def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(reproduced, tmp_path, monkeypatch, capsys):
     bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
     bomb.write_bytes(blank_png(20_000, 20_000))
     write_photo(photo, synthetic_digits(1, seed=7)[0][0].numpy())  # 100x80
@@ -65,8 +68,18 @@ def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(re
         ([bomb], f"{bomb} is 20000x20000 = 400,000,000 pixels, more than the limit of 89,478,485"),
         ([photo, "--max-pixels", "7999"], f"{photo} is 100x80 = 8,000 pixels, more than the limit of 7,999"),
     ]:
-        result = reproduced.stage("predict", *map(str, args), check=False)
-        assert (result.returncode, result.stdout, result.stderr) == (2, "", f"error: {named}\n")
+        assert predict_in_process(reproduced, list(map(str, args)), monkeypatch, capsys) == (2, "", f"error: {named}\n")
+
+
+def predict_in_process(project, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """``python -m stages.predict ARGS`` in the project, run in this process: the same entry point
+    and exit, without a second interpreter importing torch (the CLI runs as a process above)."""
+    monkeypatch.chdir(project.root)
+    monkeypatch.setattr(sys, "argv", ["predict", *args])
+    with pytest.raises(SystemExit) as exit_:
+        run_stage(predict.main)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
 
 
 @pytest.mark.parametrize(
