@@ -66,9 +66,9 @@ def fresh(tmp_path_factory, mirror) -> Project:
 
 @pytest.fixture(scope="session")
 def reproduced(fresh, tmp_path_factory) -> Project:
-    """The project after ``dvc repro``, its results committed as the baseline; made by the first
-    worker that needs it, in the folder all workers share. Read it, never change it: tests that
-    change something take ``project``."""
+    """The project after ``dvc repro`` of the pipeline and of the grid, its results committed as main
+    is; made by the first worker that needs it, in the folder all workers share. Read it, never
+    change it: tests that change something take ``project``."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's, above each worker's own
     root, done = shared / "reproduced" / "repo", shared / "reproduced.done"
@@ -77,6 +77,7 @@ def reproduced(fresh, tmp_path_factory) -> Project:
             shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
             project = fresh.copy(root)
             project.run("dvc", "repro")
+            project.run("dvc", "repro", "grid/dvc.yaml")
             project.run("git", "add", "-A")
             project.run("git", "commit", "-qm", "baseline results")
             done.touch()
