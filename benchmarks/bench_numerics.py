@@ -66,7 +66,9 @@ def main() -> None:
                 times[name].setdefault(arch, []).append(seconds)
             digests[name] = result["digests"]
             machine = machine or result["machine"]  # the native child's: the machine as it is
-    print(f"{machine}; one in-memory train epoch, {args.data} data, {args.train_size:,} images, median of {args.repeats}")
+    print(
+        f"{machine}; one in-memory train epoch, {args.data} data, {args.train_size:,} images, median of {args.repeats}"
+    )
     native = times["native"]
     for name in candidates:
         cells = [f"{arch} {statistics.median(seconds):.3f} s ({common.ratio(seconds, native[arch]):.2f}x native)"

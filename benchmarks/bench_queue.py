@@ -21,8 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.synthetic import shell_env
-from stages.core.synthetic import mirror_params, write_mirror
+from stages.core.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
@@ -49,8 +48,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             repo, env = prepared_clone(Path(folder), args)
             seconds[workers] = grid_seconds(repo, env, workers)
-        print(f"{GRID_SIZE} experiments x {args.epochs} epochs, {workers} worker(s): {seconds[workers]:.1f} s",
-              flush=True)
+        print(
+            f"{GRID_SIZE} experiments x {args.epochs} epochs, {workers} worker(s): {seconds[workers]:.1f} s", flush=True
+        )
     first, *others = seconds
     for workers in others:
         print(f"speed-up of {workers} workers over {first}: {seconds[first] / seconds[workers]:.2f}x")

@@ -37,10 +37,13 @@ def main() -> None:
             runs[f"{count} threads"] = at_threads(count, in_memory_epoch(model, optimizer, (rows, labels)), orders)
         times = common.alternate(runs, args.repeats)
         first = times[f"{counts[0]} threads"]
-        print(f"train epoch {name}: " + "; ".join(
-            f"{run} {common.summary(seconds)} ({common.ratio(first, seconds):.2f}x)"
-            for run, seconds in times.items()
-        ))
+        print(
+            f"train epoch {name}: "
+            + "; ".join(
+                f"{run} {common.summary(seconds)} ({common.ratio(first, seconds):.2f}x)"
+                for run, seconds in times.items()
+            )
+        )
 
 
 def in_memory_epoch(
@@ -48,13 +51,16 @@ def in_memory_epoch(
 ) -> Callable[[torch.Tensor], float]:
     """One epoch in ``order`` as ``fit`` trains it, the shuffle buffers allocated once."""
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
-    return lambda order: train_epoch(model, optimizer, scaled_batches(*epoch_rows(train, order, shuffled), common.BATCH_SIZE))
+    return lambda order: train_epoch(
+        model, optimizer, scaled_batches(*epoch_rows(train, order, shuffled), common.BATCH_SIZE)
+    )
 
 
 def at_threads(
     count: int, epoch: Callable[[torch.Tensor], float], orders: list[torch.Tensor]
 ) -> Callable[[int], float]:
     """A timed run: the thread count is set per call, since the runs it alternates with change it."""
+
     def run(round_number: int) -> float:
         torch.set_num_threads(count)
         return epoch(orders[round_number])

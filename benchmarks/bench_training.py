@@ -50,7 +50,9 @@ def main() -> None:
         report_peak_memory(args, train, valid)
         return
     print(f"{args.data} data: {len(train):,} training, {len(valid):,} validation images; {args.repeats} repeats")
-    models = [compare_training(params, name, args.optimizer, train, device, args.repeats) for name in args.archs.split(",")]
+    models = [
+        compare_training(params, name, args.optimizer, train, device, args.repeats) for name in args.archs.split(",")
+    ]
     compare_validation(models[0], valid, device, args.repeats)
 
 
@@ -79,7 +81,9 @@ def compare_training(
         variants["CUDA graph"] = graphed_epoch(graphed, build_optimizer(spec, graphed.parameters()), features, rows[1])
     times = common.alternate(variants, repeats)
     report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS.get(name))
-    identical = all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), slow.state_dict().values(), strict=True))
+    identical = all(
+        torch.equal(a, b) for a, b in zip(fast.state_dict().values(), slow.state_dict().values(), strict=True)
+    )
     print(f"  weights after {repeats} epochs bitwise identical: in-memory and tutorial {identical}")
     if "CUDA graph" in times:
         print(f"  in-memory step captured as a CUDA graph: {common.summary(times['CUDA graph'])}; "

@@ -71,7 +71,9 @@ def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Pat
         on_epoch=lambda r: print(tag, r.line(recipe.train.epochs), flush=True),
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    test = evaluate(model, data.as_features(test_set.images, device), test_set.labels.to(device), recipe.evaluate.batch_size)
+    test = evaluate(
+        model, data.as_features(test_set.images, device), test_set.labels.to(device), recipe.evaluate.batch_size
+    )
     print(f"{tag} Test Loss : {test.loss:.4f} Test Accuracy : {test.accuracy:.4f}", flush=True)
 
     model_sha256 = sha256(model_bytes(model, recipe.architecture, recipe.as_dict(), recipe.digest))
@@ -81,11 +83,20 @@ def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Pat
         outputs.json(folder / "train.json", results.train_metrics(result, count_parameters(model)))
         outputs.json(folder / "evaluate.json", results.test_metrics(test, test_set.labels))
         outputs.csv(folder / "loss.csv", results.CURVE_COLUMNS, results.curve_rows(result.history))
-        outputs.csv(folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test))
+        outputs.csv(
+            folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test)
+        )
         outputs.json(
             folder / "log.json",
-            results.train_log(recipe.as_dict(), recipe.digest, model_sha256, environment, seconds, epochs_trained,
-                              checkpoints.resumed_after),  # fmt: skip
+            results.train_log(
+                recipe.as_dict(),
+                recipe.digest,
+                model_sha256,
+                environment,
+                seconds,
+                epochs_trained,
+                checkpoints.resumed_after,
+            ),  # fmt: skip
         )
     checkpoints.remove()
 

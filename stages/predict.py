@@ -78,7 +78,9 @@ def main() -> None:
 
     images = torch.stack([image for _, image, _ in inputs])
     probs = probabilities(model, data.as_features(images, device))
-    predictions = [Prediction.from_probabilities(name, row, label) for (name, _, label), row in zip(inputs, probs, strict=True)]
+    predictions = [
+        Prediction.from_probabilities(name, row, label) for (name, _, label), row in zip(inputs, probs, strict=True)
+    ]
     if args.json:
         print(json.dumps([asdict(prediction) for prediction in predictions], indent=2))
     else:

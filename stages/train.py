@@ -48,7 +48,12 @@ def main() -> None:
 
     started = time.perf_counter()
     model, result = train_recipe(
-        recipe, train_set, valid_set, device, checkpoints, on_epoch=lambda r: print(r.line(recipe.train.epochs), flush=True)
+        recipe,
+        train_set,
+        valid_set,
+        device,
+        checkpoints,
+        on_epoch=lambda r: print(r.line(recipe.train.epochs), flush=True),
     )
     seconds = time.perf_counter() - started
     if result.kept_epoch != result.history[-1].epoch:
@@ -64,8 +69,15 @@ def main() -> None:
         outputs.json(args.metrics, results.train_metrics(result, count_parameters(model)))
         outputs.json(
             args.log,
-            results.train_log(recipe.as_dict(), recipe.digest, sha256(model_file), environment, seconds,
-                              epochs_trained, checkpoints.resumed_after),  # fmt: skip
+            results.train_log(
+                recipe.as_dict(),
+                recipe.digest,
+                sha256(model_file),
+                environment,
+                seconds,
+                epochs_trained,
+                checkpoints.resumed_after,
+            ),  # fmt: skip
         )
     checkpoints.remove()
 

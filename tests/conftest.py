@@ -21,7 +21,16 @@ from stages.cell import JOBS_ENV
 from stages.core.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "tools", "grid/dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "tools",
+    "grid/dvc.yaml",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+)
 TWO_RECIPES = ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam")
 
 

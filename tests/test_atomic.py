@@ -30,4 +30,3 @@ def test_an_output_gets_the_mode_a_plain_open_would_give(umask, monkeypatch, tmp
     assert stat.S_IMODE((tmp_path / "out" / "metrics.json").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == mode
     assert os.umask(mask) == mask  # reading it left it as it was
-

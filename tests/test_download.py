@@ -156,7 +156,11 @@ def test_a_failed_download_keeps_the_previous_files_byte_for_byte(serve, mirror,
 
 def test_environment_mirrors_come_first_and_must_be_urls():
     env = {"MNIST_MIRRORS": " file:///a/ , http://127.0.0.1:9/b"}
-    assert mirrors.mirrors_to_try(["https://default/"], env) == ["file:///a/", "http://127.0.0.1:9/b/", "https://default/"]
+    assert mirrors.mirrors_to_try(["https://default/"], env) == [
+        "file:///a/",
+        "http://127.0.0.1:9/b/",
+        "https://default/",
+    ]
     with pytest.raises(PipelineError, match="'/srv/mnist' is not a URL"):
         mirrors.mirrors_to_try([], {"MNIST_MIRRORS": "/srv/mnist"})
 

@@ -138,9 +138,7 @@ def test_a_drawn_one_is_read_as_one_in_every_accepted_image_type(server, body, c
     assert status == 200 and answer["digit"] == 1
 
 
-def test_a_prediction_is_what_predict_json_gives_plus_every_probability_and_the_image(
-    server, reproduced, tmp_path
-):
+def test_a_prediction_is_what_predict_json_gives_plus_every_probability_and_the_image(server, reproduced, tmp_path):
     upload = tmp_path / "one.png"
     upload.write_bytes(drawing())
     _, _, answer = server.request("POST", "/api/predict", upload.read_bytes(), "image/png")
@@ -184,8 +182,22 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
         ("POST", "/api/predict", b"GIF89a, but not really", "image/gif", 400, "not an image"),
         ("POST", "/api/predict", b"", "image/png", 400, "not an image"),
         ("POST", "/api/predict", drawing(ink="white"), "image/png", 422, "no digit found"),
-        ("POST", "/api/predict", png_header(10_000, 10_000), "image/png", 413, "10000x10000 = 100,000,000 pixels, more than the limit"),
-        ("POST", "/api/predict", png_header(20_000, 20_000), "image/png", 413, "20000x20000 = 400,000,000 pixels, more than the limit"),
+        (
+            "POST",
+            "/api/predict",
+            png_header(10_000, 10_000),
+            "image/png",
+            413,
+            "10000x10000 = 100,000,000 pixels, more than the limit",
+        ),
+        (
+            "POST",
+            "/api/predict",
+            png_header(20_000, 20_000),
+            "image/png",
+            413,
+            "20000x20000 = 400,000,000 pixels, more than the limit",
+        ),
         ("GET", "/nowhere", None, None, 404, "no such path /nowhere; try GET /"),
         ("GET", "/api/predict", None, None, 405, "GET /api/predict is not allowed; use POST"),
         ("POST", "/api/model", b"{}", "application/json", 405, "use GET"),

@@ -89,21 +89,30 @@ def write_tree(root: Path, sources: dict[str, str]) -> None:
 
 
 def test_finder_follows_absolute_relative_and_submodule_imports_to_their_files(tmp_path):
-    write_tree(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/main.py": "import json\nimport pkg.deep.leaf\nfrom pkg import helper\nfrom . import sibling\n",
-        "pkg/helper.py": "def later():\n    from .deep import lazy\n",  # in a function: still a dependency
-        "pkg/sibling.py": "from .deep.leaf import *\n",
-        "pkg/deep/__init__.py": "from ..helper import later\n",  # two levels up
-        "pkg/deep/leaf.py": "",
-        "pkg/deep/lazy.py": "",
-        "pkg/unused.py": "",
-        "pkg/deep/unused.py": "",
-    })
+    write_tree(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/main.py": "import json\nimport pkg.deep.leaf\nfrom pkg import helper\nfrom . import sibling\n",
+            "pkg/helper.py": "def later():\n    from .deep import lazy\n",  # in a function: still a dependency
+            "pkg/sibling.py": "from .deep.leaf import *\n",
+            "pkg/deep/__init__.py": "from ..helper import later\n",  # two levels up
+            "pkg/deep/leaf.py": "",
+            "pkg/deep/lazy.py": "",
+            "pkg/unused.py": "",
+            "pkg/deep/unused.py": "",
+        },
+    )
     assert imported_files(tmp_path, "pkg.main") == {
-        Path(name) for name in (
-            "pkg/__init__.py", "pkg/main.py", "pkg/helper.py", "pkg/sibling.py",
-            "pkg/deep/__init__.py", "pkg/deep/leaf.py", "pkg/deep/lazy.py",
+        Path(name)
+        for name in (
+            "pkg/__init__.py",
+            "pkg/main.py",
+            "pkg/helper.py",
+            "pkg/sibling.py",
+            "pkg/deep/__init__.py",
+            "pkg/deep/leaf.py",
+            "pkg/deep/lazy.py",
         )
     }  # json, from the standard library, is not followed
 

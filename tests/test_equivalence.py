@@ -11,10 +11,9 @@ import torch
 from stages.core import data, runtime, tutorial
 from stages.core.models import MLP, Architecture, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
-from stages.core.params import TrainParams
-from stages.core.training import epoch_rows, evaluate, fit, scaled_batches, train_epoch
-from stages.core.params import load_params
+from stages.core.params import TrainParams, load_params
 from stages.core.synthetic import synthetic_digits
+from stages.core.training import epoch_rows, evaluate, fit, scaled_batches, train_epoch
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")

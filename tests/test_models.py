@@ -38,7 +38,9 @@ def test_every_architecture_maps_rows_of_784_pixels_to_10_logits(name):
 
 
 def test_a_cnn_block_is_conv_batch_norm_activation_pool_dropout_in_that_order():
-    architecture = CNN("x", "gelu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.25),), Head((8,), True, 0.5))
+    architecture = CNN(
+        "x", "gelu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.25),), Head((8,), True, 0.5)
+    )
     kinds = [type(layer).__name__ for layer in build_model(architecture)]
     assert kinds == [
         "Unflatten", "Conv2d", "BatchNorm2d", "GELU", "MaxPool2d", "Dropout",
@@ -99,7 +101,8 @@ def test_loading_into_another_architecture_names_both(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "damage", [lambda data: b"", lambda data: data[: len(data) // 2], lambda data: b"not a model at all"],
+    "damage",
+    [lambda data: b"", lambda data: data[: len(data) // 2], lambda data: b"not a model at all"],
     ids=["empty", "truncated", "foreign"],
 )
 def test_an_unreadable_model_file_is_one_line(tmp_path, damage):

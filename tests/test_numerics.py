@@ -45,7 +45,8 @@ def params_file(tmp_path, mode: str):
     params["train"].update(epochs=1, batch_size=50)
     params["evaluate"]["batch_size"] = 200
     params["grid"]["recipes"] = {
-        f"{name}-adam": {"arch": name, "optimizer": "adam", "schedule": "none"} for name in ("mlp_128_64_relu", "lenet5")
+        f"{name}-adam": {"arch": name, "optimizer": "adam", "schedule": "none"}
+        for name in ("mlp_128_64_relu", "lenet5")
     }
     path = tmp_path / f"{mode}.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -64,7 +65,9 @@ def runs(tmp_path_factory) -> dict[tuple[str, str], dict]:
     folder = tmp_path_factory.mktemp("numerics")
     results = {}
     for mode in numerics.MODES:
-        started = {machine: start(params_file(folder, mode), env) for machine, env in (("host", {}), ("avx2", AVX2_MACHINE))}
+        started = {
+            machine: start(params_file(folder, mode), env) for machine, env in (("host", {}), ("avx2", AVX2_MACHINE))
+        }
         for machine, process in started.items():
             out, _ = process.communicate(timeout=120)
             assert process.returncode == 0
@@ -74,7 +77,9 @@ def runs(tmp_path_factory) -> dict[tuple[str, str], dict]:
 
 def test_portable_numerics_give_the_same_bits_with_or_without_avx512(runs):
     assert runs["portable", "host"]["digests"] == runs["portable", "avx2"]["digests"]
-    assert runs["portable", "host"]["environment"]["fingerprint"] == runs["portable", "avx2"]["environment"]["fingerprint"]
+    assert (
+        runs["portable", "host"]["environment"]["fingerprint"] == runs["portable", "avx2"]["environment"]["fingerprint"]
+    )
     environment = runs["portable", "host"]["environment"]
     assert (environment["cpu_capability"], environment["mkl_branch"]) == ("AVX2", "COMPATIBLE")
 
@@ -142,5 +147,10 @@ def test_native_and_gpu_fingerprints_name_the_hardware():
 def test_the_train_stage_records_its_fingerprint_and_environment(reproduced):
     log = json.loads(reproduced.read("logs/train.json"))
     assert log["fingerprint"] == runtime.fingerprint(log)
-    assert (log["numerics"], log["cpu_capability"], log["mkl_branch"], log["threads"]) == ("portable", "AVX2", "COMPATIBLE", 1)
+    assert (log["numerics"], log["cpu_capability"], log["mkl_branch"], log["threads"]) == (
+        "portable",
+        "AVX2",
+        "COMPATIBLE",
+        1,
+    )
     assert {"torch", "cuda", "cudnn", "device", "device_name", "cpu_vendor", "cpu_model"} <= set(log)

@@ -111,7 +111,10 @@ def test_an_unknown_key_anywhere_is_an_error_naming_it_and_the_valid_ones():
     assert "optimiser = 'adam' is invalid; unknown key; valid keys: arch, architectures, device," in error_for(raw)
     raw = with_changes()
     raw["train"]["epoch"] = 1
-    assert "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, shift" in error_for(raw)
+    assert (
+        "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, shift"
+        in error_for(raw)
+    )
     raw = with_changes()
     raw["architectures"]["lenet5"]["blocks"][0]["chanels"] = 8
     assert "architectures.lenet5.blocks[0].chanels" in error_for(raw)
@@ -136,7 +139,8 @@ def test_a_value_of_the_wrong_kind_says_what_was_expected(key, value, expected):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("seed", 2**64), ("split.seed", -1), ("threads", 10**20), ("device", "cuda:99999999999999999999")]
+    ("key", "value"),
+    [("seed", 2**64), ("split.seed", -1), ("threads", 10**20), ("device", "cuda:99999999999999999999")],
 )
 def test_an_out_of_range_number_is_one_line_not_a_traceback(key, value):
     assert f"{key} = {value!r} is invalid" in error_for(with_changes(**{key: value}))

@@ -97,8 +97,11 @@ def test_editing_an_unused_optimizer_does_not_invalidate_the_run(project):
     [
         ("optimizers.sgd.lr=-1", "optimizers.sgd.lr = -1 is invalid"),
         ("+train.epoch=1", "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep"),
-        ("optimizers.sgd.lr=1000000", "training diverged at epoch 1: its train loss is nan; try a smaller learning "
-                                      "rate than optimizers.sgd.lr = 1000000"),
+        (
+            "optimizers.sgd.lr=1000000",
+            "training diverged at epoch 1: its train loss is nan; try a smaller learning "
+            "rate than optimizers.sgd.lr = 1000000",
+        ),
     ],
     ids=["bad-value", "misspelt-key", "diverged"],
 )

@@ -60,7 +60,9 @@ def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named, 
     assert err.count("\n") == 1
 
 
-def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(reproduced, tmp_path, monkeypatch, capsys):
+def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(
+    reproduced, tmp_path, monkeypatch, capsys
+):
     bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
     bomb.write_bytes(blank_png(20_000, 20_000))
     write_photo(photo, synthetic_digits(1, seed=7)[0][0].numpy())  # 100x80

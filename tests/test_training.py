@@ -19,7 +19,9 @@ CPU = torch.device("cpu")
 SEED = 5
 SMALL_MLP = MLP("mlp", (16,), "relu")
 # Every source of randomness a run has: dropout, batch norm, shifted images, a per-batch schedule.
-SMALL_CNN = CNN("cnn", "relu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.2),), Head((16,), False, 0.3))
+SMALL_CNN = CNN(
+    "cnn", "relu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.2),), Head((16,), False, 0.3)
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,9 @@ def run(split, train, architecture=SMALL_MLP, schedule=None, lr=0.05, checkpoint
 
 
 def same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
-    return all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+    return all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
 
 
 def test_keep_best_holds_the_weights_of_the_earliest_best_epoch(split):
@@ -64,7 +68,10 @@ def test_patience_stops_after_that_many_epochs_without_a_better_validation_accur
 
 @pytest.mark.parametrize(
     ("schedule", "expected_steps"),
-    [(ScheduleSpec("step", "step", {"step_size": 1, "gamma": 0.5}), 2), (ScheduleSpec("onecycle", "onecycle", {"max_lr": 0.1}), 12)],
+    [
+        (ScheduleSpec("step", "step", {"step_size": 1, "gamma": 0.5}), 2),
+        (ScheduleSpec("onecycle", "onecycle", {"max_lr": 0.1}), 12),
+    ],
 )
 def test_a_schedule_steps_per_epoch_or_per_batch_as_torch_intends(split, schedule, expected_steps):
     _, _, optimizer, scheduler = run(split, settings(epochs=2), schedule=schedule)  # 300 images: 6 batches

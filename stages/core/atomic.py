@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 TEMP_SUFFIX = ".tmp"
 DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -109,7 +108,9 @@ def _deferred_signals() -> Iterator[None]:
     """Ctrl-C, termination and hang-up wait until the block ends, then take effect as they would have."""
     received: list[int] = []
     try:
-        previous = {number: signal.signal(number, lambda number, _: received.append(number)) for number in DEFERRED_SIGNALS}
+        previous = {
+            number: signal.signal(number, lambda number, _: received.append(number)) for number in DEFERRED_SIGNALS
+        }
     except ValueError:  # not the main thread, where Python cannot handle signals anyway
         yield
         return

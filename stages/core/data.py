@@ -38,9 +38,7 @@ def read_mnist(raw_dir: Path, prefix: str) -> Subset:
     images = decode_idx((raw_dir / f"{prefix}-images-idx3-ubyte").read_bytes(), f"{prefix}-images")
     labels = decode_idx((raw_dir / f"{prefix}-labels-idx1-ubyte").read_bytes(), f"{prefix}-labels")
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise PipelineError(
-            f"{prefix}: images {list(images.shape)} and labels {list(labels.shape)} do not match"
-        )
+        raise PipelineError(f"{prefix}: images {list(images.shape)} and labels {list(labels.shape)} do not match")
     return Subset(images, labels.long(), torch.arange(len(labels)))
 
 

@@ -37,8 +37,7 @@ def mirrors_to_try(defaults: Sequence[str], environ: Mapping[str, str] = os.envi
     for url in from_env:
         if not url.startswith(("http://", "https://", "file://")):
             raise PipelineError(
-                f"{MIRRORS_ENV} entry {url!r} is not a URL; use http://, https:// or file:// base URLs, "
-                "comma-separated"
+                f"{MIRRORS_ENV} entry {url!r} is not a URL; use http://, https:// or file:// base URLs, comma-separated"
             )
     return [url if url.endswith("/") else url + "/" for url in [*from_env, *defaults]]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
@@ -79,7 +80,9 @@ class CNN:
         for index, block in enumerate(self.blocks):
             side = (shapes[-1][1] + 2 * block.padding - block.kernel) // block.stride + 1
             if side < 1:
-                raise ValueError(f"blocks[{index}]: kernel {block.kernel} does not fit a {shapes[-1][1]}x{shapes[-1][1]} map")
+                raise ValueError(
+                    f"blocks[{index}]: kernel {block.kernel} does not fit a {shapes[-1][1]}x{shapes[-1][1]} map"
+                )
             if block.pool:
                 if side < block.pool:
                     raise ValueError(f"blocks[{index}]: pool {block.pool} does not fit a {side}x{side} map")
@@ -114,7 +117,7 @@ def build_model(architecture: Architecture) -> nn.Sequential:
 def _mlp(architecture: MLP) -> nn.Sequential:
     sizes = (INPUT_FEATURES, *architecture.hidden)
     layers: list[nn.Module] = []
-    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+    for inputs, outputs in itertools.pairwise(sizes):
         layers += [nn.Linear(inputs, outputs), ACTIVATIONS[architecture.activation]()]
         layers += [nn.Dropout(architecture.dropout)] if architecture.dropout else []
     return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
@@ -124,8 +127,10 @@ def _cnn(architecture: CNN) -> nn.Sequential:
     activation = ACTIVATIONS[architecture.activation]
     shapes = architecture.feature_maps()
     layers: list[nn.Module] = [nn.Unflatten(1, (1, IMAGE_SIZE, IMAGE_SIZE))]
-    for (channels, _), block in zip(shapes, architecture.blocks):
-        layers.append(nn.Conv2d(channels, block.channels, block.kernel, block.stride, block.padding, bias=not block.batch_norm))
+    for (channels, _), block in zip(shapes[:-1], architecture.blocks, strict=True):
+        layers.append(
+            nn.Conv2d(channels, block.channels, block.kernel, block.stride, block.padding, bias=not block.batch_norm)
+        )
         layers += [nn.BatchNorm2d(block.channels)] if block.batch_norm else []
         layers.append(activation())
         layers += [nn.MaxPool2d(block.pool)] if block.pool else []
@@ -134,7 +139,7 @@ def _cnn(architecture: CNN) -> nn.Sequential:
     head = architecture.head
     sizes = (channels * side * side, *head.hidden)
     layers.append(nn.Flatten())
-    for inputs, outputs in zip(sizes[:-1], sizes[1:]):
+    for inputs, outputs in itertools.pairwise(sizes):
         layers.append(nn.Linear(inputs, outputs, bias=not head.batch_norm))
         layers += [nn.BatchNorm1d(outputs)] if head.batch_norm else []
         layers.append(activation())
@@ -260,7 +265,8 @@ def load_trained(
     if expected is not None and architecture != expected:
         raise PipelineError(
             f"{path} holds architecture {architecture.name!r}, but params.yaml asks for {expected.name!r} "
-            f"({_difference(architecture, expected)}): retrain it (dvc repro), or restore the params it was trained with"
+            f"({_difference(architecture, expected)}): retrain it (dvc repro), or restore the params it was "
+            "trained with"
         )
     return TrainedModel(model.eval(), architecture, saved["run"], saved["params_digest"], sha256(data))
 
@@ -268,7 +274,9 @@ def load_trained(
 def _difference(saved: Architecture, expected: Architecture) -> str:
     old, new = to_dict(saved), to_dict(expected)
     keys = [key for key in old | new if old.get(key) != new.get(key)]
-    return "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in params.yaml" for key in keys) or "same layers"
+    return (
+        "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in params.yaml" for key in keys) or "same layers"
+    )
 
 
 def sha256(data: bytes) -> str:

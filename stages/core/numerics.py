@@ -12,6 +12,7 @@ imported, before anything imports torch. This module must not import torch at im
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
@@ -49,7 +50,7 @@ def requested_mode(argv: Sequence[str]) -> str:
 def _options(argv: Sequence[str]) -> list[tuple[str, str]]:
     """``--name value`` and ``--name=value`` pairs, read before argparse (and torch) runs."""
     pairs = [tuple(arg.split("=", 1)) for arg in argv if arg.startswith("--") and "=" in arg]
-    pairs += [(arg, value) for arg, value in zip(argv, argv[1:]) if arg.startswith("--")]
+    pairs += [(arg, value) for arg, value in itertools.pairwise(argv) if arg.startswith("--")]
     return pairs
 
 

@@ -226,9 +226,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         schedules=schedules,
         source=source,
     )
-    recipes = {
-        str(name): _grid_recipe(params, section) for name, section in grid_section.mapping("recipes").items()
-    }
+    recipes = {str(name): _grid_recipe(params, section) for name, section in grid_section.mapping("recipes").items()}
     params = replace(params, grid=GridParams(seeds, recipes))
     _check_combination(params.recipe(), source)
     for name in recipes:
@@ -271,7 +269,7 @@ def _mlp(name: str, section: _Section) -> MLP:
 def _cnn(name: str, section: _Section) -> CNN:
     section.reject_unknown({"family", "activation", "blocks", "head"})
     blocks = []
-    for index, block in enumerate(section.section_list("blocks")):
+    for block in section.section_list("blocks"):
         block.reject_unknown({"channels", "kernel", "padding", "stride", "batch_norm", "pool", "dropout"})
         blocks.append(
             ConvBlock(
@@ -323,7 +321,9 @@ def _optimizer(name: str, section: _Section) -> OptimizerSpec:
 
 def _schedule(name: str, section: _Section) -> ScheduleSpec:
     schedule_type = section.choice("type", SCHEDULE_TYPES)
-    return ScheduleSpec(name=name, type=schedule_type, hyperparameters=section.keywords(schedule_keywords(schedule_type)))
+    return ScheduleSpec(
+        name=name, type=schedule_type, hyperparameters=section.keywords(schedule_keywords(schedule_type))
+    )
 
 
 def _check_combination(recipe: Recipe, where: str) -> None:

@@ -37,7 +37,11 @@ def curve_rows(history: list[EpochResult]) -> Iterator[list[float | int]]:
 
 def test_metrics(result: Evaluation, labels: torch.Tensor) -> dict[str, Any]:
     counts = confusion_matrix(labels, result.predictions)
-    return {"test_loss": result.loss, "test_accuracy": result.accuracy, "per_class_accuracy": per_class_accuracy(counts)}
+    return {
+        "test_loss": result.loss,
+        "test_accuracy": result.accuracy,
+        "per_class_accuracy": per_class_accuracy(counts),
+    }
 
 
 def prediction_rows(labels: torch.Tensor, result: Evaluation) -> Iterator[tuple[int, int]]:
@@ -55,7 +59,9 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor) -> torch.T
 def per_class_accuracy(counts: torch.Tensor) -> dict[str, float]:
     """The confusion matrix's diagonal over its rows (actual digits). Keys are the digits as
     strings, so JSON and ``dvc metrics diff`` show one row per digit."""
-    return {str(digit): counts[digit, digit].item() / max(counts[digit].sum().item(), 1) for digit in range(NUM_CLASSES)}
+    return {
+        str(digit): counts[digit, digit].item() / max(counts[digit].sum().item(), 1) for digit in range(NUM_CLASSES)
+    }
 
 
 def train_log(
@@ -74,5 +80,7 @@ def train_log(
     }
 
 
-def evaluate_log(params_digest: str, model_sha256: str, environment: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+def evaluate_log(
+    params_digest: str, model_sha256: str, environment: Mapping[str, Any], seconds: float
+) -> dict[str, Any]:
     return {"params_digest": params_digest, "model_sha256": model_sha256, **environment, "evaluate_seconds": seconds}

@@ -225,7 +225,11 @@ class TrainingState:
             self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
     def snapshot(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None, generator: torch.Generator
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Scheduler | None,
+        generator: torch.Generator,
     ) -> dict[str, Any]:
         """Plain data and tensors, so a checkpoint loads with ``weights_only=True``."""
         return {
