@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from stages.core import atomic, data, results, runtime
-from stages.core.checkpoint import FileCheckpoints, checkpoint_key
 from stages.core.errors import run_stage
-from stages.core.models import count_parameters, model_bytes, sha256
+from stages.core.models import count_parameters
 from stages.core.params import load_params
-from stages.core.training import evaluate, train_recipe
+from stages.core.run import train_run
+from stages.core.training import evaluate
 
 JOBS_ENV = "MNIST_GRID_JOBS"
 
@@ -53,52 +52,28 @@ def main() -> None:
             future.result()  # a seed's error ends the stage with that error
 
 
-def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Path, checkpoints_dir: Path) -> None:
+def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Path, checkpoints: Path) -> None:
     recipe = load_params(params_path).recipe(name, seed)
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
-    environment = runtime.environment(device, recipe.numerics)
-    split_files = [split / f"{subset}.pt" for subset in data.SUBSETS]
-    train_set, valid_set, test_set = map(data.load_subset, split_files)
     tag = f"[{name} seed {seed}]"
-    key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files[:2])
-    checkpoints = FileCheckpoints(
-        checkpoints_dir / f"grid-{name}-seed{seed}.pt", key, device, say=lambda line: print(tag, line, flush=True)
-    )
-
-    started = time.perf_counter()
-    model, result = train_recipe(
-        recipe, train_set, valid_set, device, checkpoints,
-        on_epoch=lambda r: print(tag, r.line(recipe.train.epochs), flush=True),
+    run = train_run(
+        recipe, split, checkpoints / f"grid-{name}-seed{seed}.pt", device, runtime.environment(device, recipe.numerics),
+        say=lambda line: print(tag, line, flush=True),
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    test = evaluate(
-        model, data.as_features(test_set.images, device), test_set.labels.to(device), recipe.evaluate.batch_size
-    )
+    test_set = data.load_subset(split / "test.pt")
+    test = evaluate(run.model, data.as_features(test_set.images, device), test_set.labels.to(device),
+                    recipe.evaluate.batch_size)  # fmt: skip
     print(f"{tag} Test Loss : {test.loss:.4f} Test Accuracy : {test.accuracy:.4f}", flush=True)
-
-    model_sha256 = sha256(model_bytes(model, recipe.architecture, recipe.as_dict(), recipe.digest))
-    epochs_trained = len(result.history) - checkpoints.resumed_after
     folder = out / f"seed-{seed}"
     with atomic.Outputs() as outputs:
-        outputs.json(folder / "train.json", results.train_metrics(result, count_parameters(model)))
+        outputs.json(folder / "train.json", results.train_metrics(run.result, count_parameters(run.model)))
         outputs.json(folder / "evaluate.json", results.test_metrics(test, test_set.labels))
-        outputs.csv(folder / "loss.csv", results.CURVE_COLUMNS, results.curve_rows(result.history))
+        outputs.csv(folder / "loss.csv", results.CURVE_COLUMNS, results.curve_rows(run.result.history))
         outputs.csv(
             folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test)
         )
-        outputs.json(
-            folder / "log.json",
-            results.train_log(
-                recipe.as_dict(),
-                recipe.digest,
-                model_sha256,
-                environment,
-                seconds,
-                epochs_trained,
-                checkpoints.resumed_after,
-            ),  # fmt: skip
-        )
-    checkpoints.remove()
+        outputs.json(folder / "log.json", run.log())
+    run.checkpoints.remove()
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ run continues from its last completed epoch when started again with the same par
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from stages.core import atomic, data, figures, results, runtime
-from stages.core.checkpoint import FileCheckpoints, checkpoint_key
+from stages.core import atomic, figures, results, runtime
 from stages.core.errors import run_stage
-from stages.core.models import build_model, count_parameters, model_bytes, sha256, summary_table
+from stages.core.models import build_model, count_parameters, summary_table
 from stages.core.params import load_params
-from stages.core.training import train_recipe
+from stages.core.run import train_run
 
 
 def main() -> None:
@@ -36,50 +34,23 @@ def main() -> None:
     recipe = load_params(args.params).recipe()
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
     environment = runtime.environment(device, recipe.numerics)
-    split_files = [args.split / f"{name}.pt" for name in ("train", "valid")]
-    train_set, valid_set = map(data.load_subset, split_files)
-    key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files)
-    checkpoints = FileCheckpoints(args.checkpoint, key, device)
-
-    summary = summary_table(build_model(recipe.architecture).to(device))  # train_recipe seeds its own model
+    summary = summary_table(build_model(recipe.architecture).to(device))  # train_run seeds its own model
     print(summary, end="")
     print(f"{recipe.arch}: optimizer {recipe.optimizer.name}, schedule {recipe.schedule.name}, "
           f"device {device}, numerics {environment['fingerprint']}", flush=True)  # fmt: skip
 
-    started = time.perf_counter()
-    model, result = train_recipe(
-        recipe,
-        train_set,
-        valid_set,
-        device,
-        checkpoints,
-        on_epoch=lambda r: print(r.line(recipe.train.epochs), flush=True),
-    )
-    seconds = time.perf_counter() - started
-    if result.kept_epoch != result.history[-1].epoch:
-        print(f"kept epoch {result.kept_epoch}: the best validation accuracy, {result.best.valid_accuracy:.4f}")
-
-    model_file = model_bytes(model, recipe.architecture, recipe.as_dict(), recipe.digest)
-    epochs_trained = len(result.history) - checkpoints.resumed_after
+    run = train_run(recipe, args.split, args.checkpoint, device, environment, say=lambda line: print(line, flush=True))
+    if run.result.kept_epoch != run.result.history[-1].epoch:
+        print(f"kept epoch {run.result.kept_epoch}: the best validation accuracy, {run.result.best.valid_accuracy:.4f}")
     with atomic.Outputs() as outputs:
-        outputs.bytes(args.model, model_file)
+        outputs.bytes(args.model, run.model_bytes)
         outputs.text(args.summary, summary)
-        outputs.csv(args.curves, results.CURVE_COLUMNS, results.curve_rows(result.history))
-        outputs.bytes(args.curves_figure, figures.png_bytes(figures.curves_figure(result.history, result.kept_epoch)))
-        outputs.json(args.metrics, results.train_metrics(result, count_parameters(model)))
-        outputs.json(
-            args.log,
-            results.train_log(
-                recipe.as_dict(),
-                recipe.digest,
-                sha256(model_file),
-                environment,
-                seconds,
-                epochs_trained,
-                checkpoints.resumed_after,
-            ),  # fmt: skip
-        )
-    checkpoints.remove()
+        outputs.csv(args.curves, results.CURVE_COLUMNS, results.curve_rows(run.result.history))
+        figure = figures.curves_figure(run.result.history, run.result.kept_epoch)
+        outputs.bytes(args.curves_figure, figures.png_bytes(figure))
+        outputs.json(args.metrics, results.train_metrics(run.result, count_parameters(run.model)))
+        outputs.json(args.log, run.log())
+    run.checkpoints.remove()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What a run writes, in one place for the single configuration and the grid's cells alike: its
-metrics (figures the same params reproduce bitwise), its curves, its per-image predictions, and its
-log (where it came from: the params digest, the model, the numerics fingerprint, and timings)."""
+metrics (figures the same params reproduce bitwise), its curves, its per-image predictions, and
+evaluate's log (the model it tested); the train log is ``run.Run.log``."""
 
 from __future__ import annotations
 
@@ -61,22 +61,6 @@ def per_class_accuracy(counts: torch.Tensor) -> dict[str, float]:
     strings, so JSON and ``dvc metrics diff`` show one row per digit."""
     return {
         str(digit): counts[digit, digit].item() / max(counts[digit].sum().item(), 1) for digit in range(NUM_CLASSES)
-    }
-
-
-def train_log(
-    recipe: Mapping[str, Any], params_digest: str, model_sha256: str, environment: Mapping[str, Any], seconds: float,
-    epochs_trained: int, resumed_after: int,
-) -> dict[str, Any]:  # fmt: skip
-    """``epochs_trained`` by this process, after ``resumed_after`` epochs from a checkpoint."""
-    return {
-        "params_digest": params_digest,
-        "model_sha256": model_sha256,
-        **environment,
-        "recipe": dict(recipe),
-        "train_seconds": seconds,
-        "seconds_per_epoch": seconds / max(epochs_trained, 1),
-        "resumed_after_epoch": resumed_after,
     }
 
 

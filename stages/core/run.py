@@ -1,0 +1,71 @@
+"""One training run as a stage makes it: the split from disk, a checkpoint after every epoch, the
+timings, and the log of where it came from. The train stage and the grid's cells both run this."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stages.core import data
+from stages.core.checkpoint import FileCheckpoints, checkpoint_key
+from stages.core.models import model_bytes, sha256
+from stages.core.params import Recipe
+from stages.core.training import FitResult, train_recipe
+
+
+@dataclass(frozen=True)
+class Run:
+    recipe: Recipe
+    model: nn.Sequential
+    result: FitResult
+    environment: dict[str, Any]
+    seconds: float
+    checkpoints: FileCheckpoints
+
+    @cached_property
+    def model_bytes(self) -> bytes:
+        """The model file: weights, architecture and the run's params (``models.model_bytes``)."""
+        return model_bytes(self.model, self.recipe.architecture, self.recipe.as_dict(), self.recipe.digest)
+
+    def log(self) -> dict[str, Any]:
+        """Where the run came from (params digest, the model's SHA-256, the numerics fingerprint and
+        environment, the resolved params), and its timings: never a metric, since they vary."""
+        epochs_trained = len(self.result.history) - self.checkpoints.resumed_after
+        return {
+            "params_digest": self.recipe.digest,
+            "model_sha256": sha256(self.model_bytes),
+            **self.environment,
+            "recipe": self.recipe.as_dict(),
+            "train_seconds": self.seconds,
+            "seconds_per_epoch": self.seconds / max(epochs_trained, 1),
+            "resumed_after_epoch": self.checkpoints.resumed_after,
+        }
+
+
+def train_run(
+    recipe: Recipe,
+    split: Path,
+    checkpoint: Path,
+    device: torch.device,
+    environment: dict[str, Any],
+    say: Callable[[str], None] = print,
+) -> Run:
+    """Trains ``recipe`` on ``split``'s train and valid subsets, resuming from ``checkpoint`` when it
+    holds this very run; ``say`` gets the tutorial's line after every epoch. Remove the checkpoint
+    (``run.checkpoints.remove()``) once the run's outputs are written."""
+    split_files = [split / f"{name}.pt" for name in ("train", "valid")]
+    train_set, valid_set = map(data.load_subset, split_files)
+    key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files)
+    checkpoints = FileCheckpoints(checkpoint, key, device, say)
+    started = time.perf_counter()
+    model, result = train_recipe(
+        recipe, train_set, valid_set, device, checkpoints, on_epoch=lambda epoch: say(epoch.line(recipe.train.epochs))
+    )
+    return Run(recipe, model, result, environment, time.perf_counter() - started, checkpoints)
