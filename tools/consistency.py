@@ -121,7 +121,9 @@ def check_grid_run(log: Mapping[str, Any], expected_digest: str, folder: str, re
 
 
 def check_fingerprints(
-    fingerprints: Mapping[str, str], fix: str = "run `dvc repro -f grid/dvc.yaml` on one machine"
+    fingerprints: Mapping[str, str],
+    fix: str = "rerun the recipes of the odd fingerprint on machines like the others (docs/many-hosts.md), "
+    "or `dvc repro -f grid/dvc.yaml` on one machine",
 ) -> None:
     """Runs labelled by where they are (e.g. their folders): all computed with the same numerics
     fingerprint, or one line naming two that were not."""
