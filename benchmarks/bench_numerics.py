@@ -7,7 +7,7 @@ settings are read when torch loads; the candidates take turns, round after round
 
 A candidate is exactly portable when nothing it computes depends on the CPU: ATen pinned to one
 instruction set every promised CPU has, MKL on its COMPATIBLE branch (the only one Intel documents
-as equal on Intel and AMD), and convolutions off oneDNN (whose JIT kernels follow the ISA).
+as equal on Intel and AMD), and convolutions off oneDNN and NNPACK (whose kernels follow the CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from stages.core.optimizers import build_optimizer
 from stages.core.training import epoch_rows, scaled_batches, train_epoch
 
 MKL_PINNED = {key: value for key, value in numerics.PORTABLE_ENV.items() if key != "ATEN_CPU_CAPABILITY"}
-CANDIDATES = {  # name: (environment, oneDNN for convolutions, exactly portable)
+CANDIDATES = {  # name: (environment, oneDNN and NNPACK for convolutions, exactly portable)
     "native": ({}, True, False),
     "aten-avx2": ({"ATEN_CPU_CAPABILITY": "avx2"}, True, False),
     "mkl-compatible": (MKL_PINNED, False, False),
@@ -82,6 +82,7 @@ def child(args: argparse.Namespace) -> dict:
     """One epoch of each architecture after a warm-up epoch, in this process's numerics."""
     params, device, train, _ = common.setup(args)
     torch.backends.mkldnn.enabled = CANDIDATES[args.candidate][1]
+    torch.backends.nnpack.set_flags(CANDIDATES[args.candidate][1])
     rows = (data.as_rows(train.images, device), train.labels.to(device))
     shuffled = (torch.empty_like(rows[0]), torch.empty_like(rows[1]))
     warm_up, timed = common.epoch_orders(len(train), params.seed, 2)
