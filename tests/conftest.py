@@ -7,6 +7,7 @@ on a copy of it (``project``), which takes a fraction of a second, not a pipelin
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 from filelock import FileLock
 
 from stages.cell import JOBS_ENV
+from stages.core.errors import run_stage
 from stages.core.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +99,26 @@ def reproduced(fresh, tmp_path_factory) -> Project:
 def project(reproduced, tmp_path) -> Project:
     """A private copy of ``reproduced``: results committed, DVC cache filled."""
     return reproduced.copy(tmp_path / "repo")
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """``python -m stages.NAME ARGS`` in a project, run in this process: the same entry point and
+    exit (``run_stage``), without a second interpreter importing torch, for the runs that end in an
+    error line. Returns the exit code, stdout and stderr."""
+
+    def run(project: Project, name: str, *args: str) -> tuple[int, str, str]:
+        monkeypatch.chdir(project.root)
+        monkeypatch.setattr(sys, "argv", [name, *args])
+        for key, value in project.env.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(SystemExit) as exit_:
+            run_stage(importlib.import_module(f"stages.{name}").main)
+            raise SystemExit(0)
+        out, err = capsys.readouterr()
+        return exit_.value.code, out, err
+
+    return run
 
 
 class Project:

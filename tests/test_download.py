@@ -173,13 +173,14 @@ def test_verified_file_already_present_is_not_fetched_again(mirror, tmp_path, ca
     assert "already present and verified" in capsys.readouterr().out
 
 
-def test_download_stage_uses_mnist_mirrors_and_exits_2_with_one_error(project, tmp_path):
-    project.stage("download")
+def test_download_stage_uses_mnist_mirrors_and_exits_2_with_one_error(project, tmp_path, in_process):
+    shutil.rmtree(project.root / "data/raw")
+    assert in_process(project, "download")[0] == 0
     assert len(list((project.root / "data/raw").iterdir())) == 4
     shutil.rmtree(project.root / "data/raw")
     project.env["MNIST_MIRRORS"] = (tmp_path / "nowhere").as_uri()
-    result = project.stage("download", check=False)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: could not fetch a verified train-images-idx3-ubyte")
-    assert "Traceback" not in result.stderr
+    code, _, err = in_process(project, "download")
+    assert code == 2
+    assert err.startswith("error: could not fetch a verified train-images-idx3-ubyte")
+    assert "Traceback" not in err
     assert not (project.root / "data/raw").exists()

@@ -257,10 +257,10 @@ def test_serving_writes_no_file(server):
     ],
     ids=["no-model", "port-in-use"],
 )
-def test_a_command_that_cannot_serve_says_why_in_one_line(server, reproduced, args, error):
+def test_a_command_that_cannot_serve_says_why_in_one_line(server, reproduced, args, error, in_process):
     port = str(server.address[1])
-    result = reproduced.stage("draw", *(arg.format(port=port) for arg in args), check=False)
-    assert (result.returncode, result.stdout, result.stderr) == (2, "", error.format(port=port) + "\n")
+    code, out, err = in_process(reproduced, "draw", *(arg.format(port=port) for arg in args))
+    assert (code, out, err) == (2, "", error.format(port=port) + "\n")
 
 
 @contextmanager

@@ -77,7 +77,7 @@ def test_unknown_arch_names_it_and_the_choices():
 
 def test_unknown_optimizer_names_it_and_the_choices():
     message = error_for(with_changes(optimizer="lbfgs"))
-    assert "'lbfgs'" in message and "adagrad, adam, adamw, momentum, rmsprop, sgd" in message
+    assert "'lbfgs'" in message and "adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd" in message
 
 
 @pytest.mark.parametrize("lr", [-1, 0, "fast", float("nan")])

@@ -95,7 +95,6 @@ def test_editing_an_unused_optimizer_does_not_invalidate_the_run(project):
 @pytest.mark.parametrize(
     ("setting", "error"),
     [
-        ("optimizers.sgd.lr=-1", "optimizers.sgd.lr = -1 is invalid"),
         ("+train.epoch=1", "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep"),
         (
             "optimizers.sgd.lr=1000000",
@@ -103,7 +102,7 @@ def test_editing_an_unused_optimizer_does_not_invalidate_the_run(project):
             "rate than optimizers.sgd.lr = 1000000",
         ),
     ],
-    ids=["bad-value", "misspelt-key", "diverged"],
+    ids=["misspelt-key", "diverged"],
 )
 def test_a_failed_experiment_exits_nonzero_and_keeps_the_last_results(project, setting, error):
     baseline = results(project)
@@ -115,16 +114,15 @@ def test_a_failed_experiment_exits_nonzero_and_keeps_the_last_results(project, s
         json.loads(project.read(path))  # valid JSON: never a NaN
 
 
-def test_missing_device_fails_clearly_without_touching_results(project):
+def test_missing_device_fails_clearly_without_touching_results(project, in_process):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     baseline = results(project)
     project.set_params(device="cuda")
-    failed = project.run("dvc", "repro", check=False)
-    assert failed.returncode != 0
-    assert "device 'cuda' is not available" in failed.stderr + failed.stdout
+    code, _, err = in_process(project, "train")
+    assert code == 2 and err.startswith("error: device 'cuda' is not available (0 CUDA devices found)")
     assert results(project) == baseline
 
 

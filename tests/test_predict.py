@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages import predict
-from stages.core.errors import run_stage
 from stages.core.synthetic import synthetic_digits
 from tests.test_preprocess import blank_png
 
@@ -37,9 +34,9 @@ def test_image_files_and_test_images_are_classified(reproduced, tmp_path):
     assert all(p["top"][0]["probability"] >= p["top"][1]["probability"] for p in predictions)
 
 
-def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced):
-    line = reproduced.stage("predict", "--index", "2").stdout.strip()
-    assert line.startswith("test[2]: ") and "(true " in line and line.count("%") == 3
+def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced, in_process):
+    code, out, _ = in_process(reproduced, "predict", "--index", "2")
+    assert code == 0 and out.startswith("test[2]: ") and "(true " in out and out.count("%") == 3
 
 
 @pytest.mark.parametrize(
@@ -53,16 +50,14 @@ def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced):
         (["--index", "0", "--max-pixels", "0"], "--max-pixels 0 is invalid: give a number of pixels >= 1"),
     ],
 )
-def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named, monkeypatch, capsys):
-    code, out, err = predict_in_process(reproduced, args, monkeypatch, capsys)
+def test_a_bad_input_or_no_model_is_one_line_naming_it(reproduced, args, named, in_process):
+    code, out, err = in_process(reproduced, "predict", *args)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and named in err
     assert err.count("\n") == 1
 
 
-def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(
-    reproduced, tmp_path, monkeypatch, capsys
-):
+def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(reproduced, tmp_path, in_process):
     bomb, photo = tmp_path / "bomb.png", tmp_path / "photo.png"
     bomb.write_bytes(blank_png(20_000, 20_000))
     write_photo(photo, synthetic_digits(1, seed=7)[0][0].numpy())  # 100x80
@@ -70,18 +65,7 @@ def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(
         ([bomb], f"{bomb} is 20000x20000 = 400,000,000 pixels, more than the limit of 89,478,485"),
         ([photo, "--max-pixels", "7999"], f"{photo} is 100x80 = 8,000 pixels, more than the limit of 7,999"),
     ]:
-        assert predict_in_process(reproduced, list(map(str, args)), monkeypatch, capsys) == (2, "", f"error: {named}\n")
-
-
-def predict_in_process(project, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """``python -m stages.predict ARGS`` in the project, run in this process: the same entry point
-    and exit, without a second interpreter importing torch (the CLI runs as a process above)."""
-    monkeypatch.chdir(project.root)
-    monkeypatch.setattr(sys, "argv", ["predict", *args])
-    with pytest.raises(SystemExit) as exit_:
-        run_stage(predict.main)
-    out, err = capsys.readouterr()
-    return exit_.value.code, out, err
+        assert in_process(reproduced, "predict", *map(str, args)) == (2, "", f"error: {named}\n")
 
 
 @pytest.mark.parametrize(
@@ -92,9 +76,9 @@ def predict_in_process(project, args: list[str], monkeypatch, capsys) -> tuple[i
     ],
     ids=["another-architecture", "other-params"],
 )
-def test_predict_refuses_a_model_that_params_yaml_no_longer_describes(project, params, named):
+def test_predict_refuses_a_model_that_params_yaml_no_longer_describes(project, params, named, in_process):
     """As after a failed ``dvc exp run -S arch=...``: params.yaml changed, the last good model kept."""
     project.set_params(**params)
-    result = project.stage("predict", "--index", "0", check=False)
-    assert result.returncode == 2 and result.stdout == ""
-    assert named in result.stderr and result.stderr.count("\n") == 1
+    code, out, err = in_process(project, "predict", "--index", "0")
+    assert code == 2 and out == ""
+    assert named in err and err.count("\n") == 1
