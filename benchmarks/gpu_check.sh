@@ -17,8 +17,9 @@ import sys, yaml
 params = yaml.safe_load(open("params.yaml"))
 params["device"] = sys.argv[2]
 yaml.safe_dump(params, open(f"{sys.argv[1]}/params.yaml", "w"))
-params["arch"], params["optimizer"], params["schedule"] = "cnn_small", "adamw", "onecycle"
-params["train"].update(params["grid"]["recipes"]["cnn_small"]["train"])
+recipe = params["grid"]["recipes"]["cnn_small"]  # the grid's recipe, as the single configuration
+params.update(arch=recipe["arch"], optimizer=recipe["optimizer"], schedule=recipe["schedule"])
+params["train"].update(recipe["train"])
 yaml.safe_dump(params, open(f"{sys.argv[1]}/cnn.yaml", "w"))
 params["device"] = "cuda:7"
 yaml.safe_dump(params, open(f"{sys.argv[1]}/absent.yaml", "w"))

@@ -79,7 +79,8 @@ def fresh(tmp_path_factory, mirror) -> Project:
 def reproduced(fresh, tmp_path_factory) -> Project:
     """The project after ``dvc repro`` of the pipeline and of the grid, its results committed as main
     is; made by the first worker that needs it, in the folder all workers share. Read it, never
-    change it: tests that change something take ``project``."""
+    change it: tests that change something take ``project``. Its 30 s are the suite's one real run
+    of both pipelines end to end, paid once."""
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if "PYTEST_XDIST_WORKER" in os.environ else base  # this run's, above each worker's own
     root, done = shared / "reproduced" / "repo", shared / "reproduced.done"

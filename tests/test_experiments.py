@@ -15,7 +15,8 @@ from tools import compare, pr_report
 @pytest.fixture(scope="module")
 def queued(reproduced, tmp_path_factory):
     """``reproduced`` with experiment ``with-adam`` and the failed ``broken`` run through the queue.
-    The compare test only reads it; the PR test takes a copy."""
+    The compare test only reads it; the PR test takes a copy. Over 20 s: DVC's queue runs each
+    experiment in a worker process of its own, and that is what the tools must read."""
     project = reproduced.copy(tmp_path_factory.mktemp("queued") / "repo")
     project.run("dvc", "exp", "run", "--queue", "-n", "with-adam", "-S", "optimizer=adam")
     # capturable Adam passes validation but fails at the first step on a CPU.

@@ -59,6 +59,8 @@ def test_outputs_are_readable_by_the_group_and_others_as_the_umask_allows(reprod
 
 
 def test_experiment_with_another_optimizer_is_compared_by_dvc(project):
+    """Two `dvc exp run`s, each a real train and evaluate, on purpose: over 20 s, since the promise
+    is that going back to the baseline's params through DVC gives its bits."""
     baseline = results(project)
     out = project.run("dvc", "exp", "run", "-S", "optimizer=rmsprop").stdout
     assert "Epoch : 3/3..... Train Loss :" in out
@@ -127,7 +129,8 @@ def test_missing_device_fails_clearly_without_touching_results(project, in_proce
 
 
 def test_an_interrupted_train_stage_resumes_and_ends_as_an_uninterrupted_run(project):
-    """And whether or not it resumed, a forced rerun gives byte-identical results and figures."""
+    """And whether or not it resumed, a forced rerun gives byte-identical results and figures.
+    Over 20 s: a killed process and a whole `dvc repro` after it are what the promise is about."""
     files = (*RESULTS, *FIGURES, "models/summary.txt")
     baseline = {path: (project.root / path).read_bytes() for path in files}
     command = [sys.executable, "-m", "stages.train", "--model", "models/other.pt", "--metrics", "metrics/other.json"]

@@ -48,8 +48,11 @@ class FixedOrder(Sampler[int]):
 
 
 def loader(dataset: PerImageDataset, batch_size: int, order: torch.Tensor | None = None) -> DataLoader:
-    """The tutorial's ``DataLoader``; ``order`` stands in for ``shuffle=True``, None keeps the input order."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=None if order is None else FixedOrder(order))
+    """The tutorial's ``DataLoader``; ``order`` stands in for ``shuffle=True``, None keeps the input order.
+    Its own generator takes the seed draw every ``DataLoader`` makes per epoch, which would otherwise
+    shift the global generator that dropout draws its masks from."""
+    sampler = None if order is None else FixedOrder(order)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator())
 
 
 def train_epoch(
