@@ -54,7 +54,16 @@ def test_a_stages_outputs_are_replaced_together_or_not_at_all(tmp_path):
     assert (tmp_path / "model.pt").read_text() == "new" and json.loads((tmp_path / "metrics.json").read_text())
 
 
-def test_ctrl_c_during_the_renames_waits_until_the_last_one(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal, even in a process started in the background
+    (where a shell ignores SIGINT for it, and Python keeps it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_the_renames_waits_until_the_last_one(tmp_path, monkeypatch, ctrl_c_raises):
     """A Ctrl-C between two renames would leave one run's model beside another run's metrics."""
     replace, renamed = os.replace, []
 

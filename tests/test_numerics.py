@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
+from torch.nn import functional as F
 
 from stages.core import numerics, runtime
 from tests.conftest import ROOT
@@ -91,6 +93,18 @@ def test_native_numerics_follow_the_cpu_and_the_fingerprint_says_so(runs):
     assert (host["environment"]["fingerprint"] != avx2["environment"]["fingerprint"]) == HOST_HAS_AVX512
     assert host["environment"]["fingerprint"].startswith("cpu-native-")
     assert runs["portable", "host"]["digests"] != host["digests"]
+
+
+def test_dropout_masks_come_from_torchs_own_generator_on_every_cpu():
+    """Dropout draws its masks with ``bernoulli_(p)``, which older torch builds sent to MKL on Intel
+    CPUs alone (other masks there); the probability-tensor form always takes torch's generator."""
+    ones = torch.ones(64, 128)
+    torch.manual_seed(3)
+    dropped = F.dropout(ones, 0.25, training=True)
+    torch.manual_seed(3)
+    kept = torch.empty_like(ones).bernoulli_(torch.tensor(0.75, dtype=torch.float64))
+    assert 0.7 < kept.mean() < 0.8
+    assert torch.equal(dropped, kept / 0.75)
 
 
 def test_a_process_that_imported_torch_before_the_pins_refuses_to_compute(tmp_path):
