@@ -26,10 +26,10 @@ import yaml
 
 from benchmarks import common
 from benchmarks.common import BATCH_SIZE
-from stages.core import data, tutorial
-from stages.core.optimizers import build_optimizer
+from stages.core import data, graphs, tutorial
+from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import Params
-from stages.core.training import epoch_rows, evaluate, scaled_batches, train_epoch
+from stages.core.training import epoch_rows, evaluate, scaled_batches, step, train_epoch
 
 TRAIN_TARGETS = {"mlp_128_64_relu": 6.0}  # tutorial/in-memory, at equal threads and numerics (issue #13)
 VALIDATION_TARGETS = {"mlp_128_64_relu": 15.0}
@@ -76,10 +76,8 @@ def compare_training(
         train_epoch(fast, fast_optimizer, scaled_batches(*epoch_rows(rows, orders[r], shuffled), BATCH_SIZE))
 
     variants = {"tutorial": tutorial_epoch, "in-memory": in_memory_epoch}
-    if device.type == "cuda":  # a launch-bound step: one graph replay per step instead of ~40 launches
-        graphed = common.same_init_models(params.architectures[name], 1, device)[0]
-        features = data.scale(rows[0])
-        variants["CUDA graph"] = graphed_epoch(graphed, build_optimizer(spec, graphed.parameters()), features, rows[1])
+    if device.type == "cuda":  # the training path's own capture (stages/core/graphs.py), timed beside
+        variants["CUDA graph"] = graphed_epoch(params, name, spec, rows, orders, device)
     times = common.alternate(variants, repeats)
     report(f"train epoch {name}", times["tutorial"], times["in-memory"], TRAIN_TARGETS.get(name))
     identical = all(
@@ -90,6 +88,24 @@ def compare_training(
         print(f"  in-memory step captured as a CUDA graph: {common.summary(times['CUDA graph'])}; "
               f"{common.ratio(times['in-memory'], times['CUDA graph']):.2f}x faster than in-memory")  # fmt: skip
     return fast
+
+
+def graphed_epoch(
+    params: Params,
+    name: str,
+    spec: OptimizerSpec,
+    rows: tuple[torch.Tensor, torch.Tensor],
+    orders: list[torch.Tensor],
+    device: torch.device,
+) -> Callable[[int], None]:
+    """An in-memory epoch whose full batches replay the step as ``fit`` captures it on CUDA."""
+    model = common.same_init_models(params.architectures[name], 1, device)[0]
+    optimizer = build_optimizer(graphs.optimizer_spec(spec, device, constant_rate=True), model.parameters())
+    graphed = graphs.GraphedStep(model, optimizer, step, BATCH_SIZE, rows[0].shape[1])
+    shuffled = (torch.empty_like(rows[0]), torch.empty_like(rows[1]))
+    return lambda r: train_epoch(
+        model, optimizer, scaled_batches(*epoch_rows(rows, orders[r], shuffled), BATCH_SIZE), graphed=graphed
+    )
 
 
 def compare_validation(
@@ -117,38 +133,6 @@ def report(what: str, tutorial_seconds: list[float], fast: list[float], target: 
     verdict = "" if target is None else f" (target >= {target:g}x, {'met' if speedup >= target else 'MISSED'})"
     print(f"{what}: tutorial {common.summary(tutorial_seconds)}, in-memory {common.summary(fast)}; "
           f"{speedup:.1f}x{verdict}")  # fmt: skip
-
-
-def graphed_epoch(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
-) -> Callable[[int], None]:
-    """An in-memory epoch whose whole step (forward, backward, optimizer) is one captured CUDA graph,
-    fed by copying each batch into static inputs: PyTorch's documented whole-network capture. Timed
-    only: the warm-up steps before capture change the weights, so it is not a result."""
-    static_x, static_y = features[:BATCH_SIZE].clone(), labels[:BATCH_SIZE].clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(static_x), static_y).backward()
-            optimizer.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        torch.nn.functional.cross_entropy(model(static_x), static_y).backward()
-        optimizer.step()
-
-    def epoch(repeat: int) -> None:
-        order = torch.randperm(len(labels), device=features.device)
-        shuffled_x, shuffled_y = features[order], labels[order]
-        for start in range(0, len(labels) - BATCH_SIZE + 1, BATCH_SIZE):
-            static_x.copy_(shuffled_x[start : start + BATCH_SIZE])
-            static_y.copy_(shuffled_y[start : start + BATCH_SIZE])
-            graph.replay()
-
-    return epoch
 
 
 def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data.Subset) -> None:

@@ -43,6 +43,7 @@ class Run:
             "model_sha256": sha256(self.model_bytes),
             **self.environment,
             "recipe": self.recipe.as_dict(),
+            "cuda_graph": self.result.cuda_graph,
             "train_seconds": self.seconds,
             "seconds_per_epoch": self.seconds / max(epochs_trained, 1),
             "resumed_after_epoch": self.checkpoints.resumed_after,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stages.core import data
+from stages.core import data, graphs
 from stages.core.errors import PipelineError
 from stages.core.models import build_model
 from stages.core.optimizers import build_optimizer
@@ -69,6 +69,8 @@ class FitResult:
     history: list[EpochResult]
     kept_epoch: int
     """The epoch whose weights the model holds after ``fit``: the last, or the best (``keep: best``)."""
+    cuda_graph: bool = False
+    """Whether the full batches' steps were replayed as a CUDA graph (``stages.core.graphs``)."""
 
     @property
     def best(self) -> EpochResult:
@@ -115,22 +117,34 @@ def scaled_batches(
         yield data.scale(batch, out=features[: len(batch)]), labels[start : start + batch_size]
 
 
+def step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The tutorial's training step; returns the batch's loss."""
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(features), labels)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     scheduler: Scheduler | None = None,
+    graphed: graphs.GraphedStep | None = None,
 ) -> float:
-    """One pass of the tutorial's step over ``batches``; returns the mean loss over images. A
-    per-batch schedule steps after every optimizer step. The batch losses stay on the device until
-    the end, so a step never waits for a GPU."""
+    """One pass of ``step`` over ``batches``; returns the mean loss over images. A per-batch schedule
+    steps after every optimizer step. The batch losses stay on the device until the end, so a step
+    never waits for a GPU."""
     model.train()
     losses, sizes = [], []
     for features, labels in batches:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(features), labels)
-        loss.backward()
-        optimizer.step()
+        if graphed is not None and len(labels) == graphed.batch_size:
+            loss = graphed.replay(features, labels)  # the same step, captured once
+        else:
+            loss = step(model, optimizer, features, labels)
         if scheduler is not None:
             scheduler.step()
         losses.append(loss.detach())
@@ -179,13 +193,17 @@ def fit(
     state = TrainingState()
     if saved := checkpoints.load():
         state = TrainingState.restore(saved, model, optimizer, scheduler, generator)
+    graphed = None  # captured after a restore: the graph holds the very tensors it steps
+    if graphs.replayable(train[0].device, optimizer, scheduler is None) and len(train[1]) >= settings.batch_size:
+        graphed = graphs.GraphedStep(model, optimizer, step, settings.batch_size, train[0].shape[1])
     while state.epoch < settings.epochs and not state.patience_spent(settings.patience):
         order = torch.randperm(len(train[1]), generator=generator)
         rows, labels = epoch_rows(train, order, shuffled)
         if settings.shift:
             rows = data.shifted(rows, settings.shift, generator)
         per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
-        train_loss = train_epoch(model, optimizer, scaled_batches(rows, labels, settings.batch_size), per_batch)
+        batches = scaled_batches(rows, labels, settings.batch_size)
+        train_loss = train_epoch(model, optimizer, batches, per_batch, graphed)
         if scheduler is not None and not scheduler.per_batch:
             scheduler.step()
         validation = evaluate(model, *valid, eval_batch_size)
@@ -198,8 +216,8 @@ def fit(
         on_epoch(result)  # after the save: an epoch that was reported is never trained again
     if settings.keep == "best":
         model.load_state_dict(state.best_state)
-        return FitResult(state.history, state.best_epoch)
-    return FitResult(state.history, state.epoch)
+        return FitResult(state.history, state.best_epoch, graphed is not None)
+    return FitResult(state.history, state.epoch, graphed is not None)
 
 
 @dataclass
@@ -278,7 +296,8 @@ def train_recipe(
     weights are drawn, so a recipe gives the same run whatever ran before it in the process."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.architecture).to(device)
-    optimizer = build_optimizer(recipe.optimizer, model.parameters())
+    constant_rate = recipe.schedule.type == "none"
+    optimizer = build_optimizer(graphs.optimizer_spec(recipe.optimizer, device, constant_rate), model.parameters())
     batches_per_epoch = math.ceil(len(train_set) / recipe.train.batch_size)
     scheduler = build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
     train = (data.as_rows(train_set.images, device), train_set.labels.to(device))
