@@ -3,8 +3,9 @@
 # identical?), the MLP with its steps replayed as a CUDA graph (also killed after an epoch and
 # resumed: the bytes of an uninterrupted run?), the CNN (a one-cycle schedule) eager,
 # the error for an absent device, the training benchmark (MLPs and CNNs, the tutorial loop against
-# the in-memory one and its CUDA-graph capture), and the unit tests that have a CUDA case. Usage: bash benchmarks/gpu_check.sh MIRROR_DIR [DEVICE]
-# (MIRROR_DIR holds the four MNIST .gz files; DEVICE defaults to cuda).
+# the in-memory one and its CUDA-graph capture), and the unit tests that have a CUDA case.
+# Usage: bash benchmarks/gpu_check.sh MIRROR_DIR [DEVICE] (MIRROR_DIR holds the four MNIST .gz
+# files; DEVICE defaults to cuda).
 set -u
 export PYTHONUNBUFFERED=1
 mirror=$(cd "${1:?usage: gpu_check.sh MIRROR_DIR [DEVICE]}" && pwd)

@@ -10,6 +10,7 @@ import pytest
 from stages.core.errors import PipelineError
 from tools.stats import (
     SeedSummary,
+    compare_pairs,
     compare_predictions,
     compare_seeds,
     mcnemar_chi2,
@@ -51,6 +52,14 @@ def test_as_many_images_broken_as_fixed_is_not_significant():
     assert not result.significant and result.p_value == 1.0 and result.delta == 0.0
     assert result.interval[0] < 0 < result.interval[1]
     assert "not significant at 5%" in result.line("validation accuracy")
+
+
+def test_confusion_pairs_compare_only_on_the_same_test_images():
+    """``plots/confusion.csv`` rows, (actual, predicted): as ``compare_predictions`` of their columns."""
+    a, b, labels = runs_with(b=5, c=15)
+    pairs_a, pairs_b = list(zip(labels, a, strict=True)), list(zip(labels, b, strict=True))
+    assert compare_pairs(pairs_a, pairs_b) == compare_predictions(a, b, labels)
+    assert compare_pairs(pairs_a, [(actual + 1, predicted) for actual, predicted in pairs_b]) is None
 
 
 def test_mcnemar_matches_agresti_presidential_approval():

@@ -28,7 +28,7 @@ from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
 from tools import consistency, vcs
 from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
-from tools.stats import compare_predictions
+from tools.stats import compare_pairs
 
 CHOICES = (("arch", "architectures"), ("optimizer", "optimizers"), ("schedule", "schedules"))
 """A top-level choice and the section whose entry it names."""
@@ -232,12 +232,9 @@ def _versus(reference: Run, run: Run) -> tuple[str, str | None]:
         return "reference", None
     if reference.predictions is None or run.predictions is None:
         return "no predictions", None
-    labels = [actual for actual, _ in reference.predictions]
-    if labels != [actual for actual, _ in run.predictions]:
+    result = compare_pairs(reference.predictions, run.predictions)
+    if result is None:
         return "other test images", None
-    result = compare_predictions(
-        [predicted for _, predicted in reference.predictions], [predicted for _, predicted in run.predictions], labels
-    )
     verdict = "differs" if result.significant else "within noise"
     p = "p < 0.0001" if result.p_value < 0.0001 else f"p = {result.p_value:.4f}"
     return f"{result.delta:+.4f}, {p}: {verdict}", result.line()

@@ -94,7 +94,7 @@ def check_revision(rev: str, name: str, fix: str | None = None) -> tuple[dict[st
     if rev == vcs.WORKSPACE:
         return check_workspace()
     where = f" at {name}"
-    train_log, evaluate_log = (_json_at(rev, path, where) for path in (TRAIN_LOG, EVALUATE_LOG))
+    train_log, evaluate_log = (vcs.json_at(rev, path, name) for path in (TRAIN_LOG, EVALUATE_LOG))
     digest = None
     if not vcs.changed_since(rev, *DIGEST_CODE):
         digest = params_digest(vcs.read_at(rev, PARAMS, name), f"{PARAMS}{where}")
@@ -143,10 +143,3 @@ def _json(path: Path, name: str) -> dict[str, Any]:
         raise PipelineError(f"{name} not found: {REPRO}") from None
     except ValueError as error:
         raise PipelineError(f"{name} is not valid JSON ({error}): {REPRO}") from None
-
-
-def _json_at(rev: str, path: str, where: str) -> dict[str, Any]:
-    try:
-        return json.loads(vcs.read_at(rev, path, where.removeprefix(" at ")))
-    except ValueError as error:
-        raise PipelineError(f"{path}{where} is not valid JSON ({error})") from None

@@ -24,7 +24,7 @@ from stages.core import atomic, runtime
 from stages.core.errors import run_stage
 from tools import consistency, vcs
 from tools.report import markdown_table, plot_curves
-from tools.stats import compare_predictions
+from tools.stats import compare_pairs
 
 MARKER = "<!-- mnist-pr-report -->"
 """First line of the comment, so CI finds and updates its own comment instead of adding one."""
@@ -166,10 +166,9 @@ def significance(base: Side, head: Side) -> str:
     if base.predictions is None or head.predictions is None:
         missing = base.name if base.predictions is None else head.name
         return f"**Significance:** unknown: no per-image predictions ({vcs.PREDICTIONS}) at {missing}"
-    labels = [actual for actual, _ in base.predictions]
-    if labels != [actual for actual, _ in head.predictions]:
+    comparison = compare_pairs(base.predictions, head.predictions)
+    if comparison is None:
         return f"**Significance:** not comparable: {base.name} and {head.name} were tested on different images"
-    comparison = compare_predictions([p for _, p in base.predictions], [p for _, p in head.predictions], labels)
     return f"**Significance:** {comparison.line()}"
 
 

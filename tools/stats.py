@@ -122,6 +122,18 @@ def compare_predictions(
     )
 
 
+def compare_pairs(
+    pairs_a: Sequence[tuple[int, int]], pairs_b: Sequence[tuple[int, int]], alpha: float = 0.05
+) -> PairedComparison | None:
+    """``compare_predictions`` of two runs' ``(actual, predicted)`` pairs, as ``plots/confusion.csv``
+    holds them; None when the runs were tested on different images."""
+    labels = [actual for actual, _ in pairs_a]
+    if labels != [actual for actual, _ in pairs_b]:
+        return None
+    return compare_predictions([predicted for _, predicted in pairs_a], [predicted for _, predicted in pairs_b],
+                               labels, alpha)  # fmt: skip
+
+
 def _percent(fraction: float) -> str:
     return f"{fraction * 100:.4g}%"
 

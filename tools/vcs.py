@@ -88,14 +88,19 @@ def curves_at(rev: str, path: str = CURVES) -> dict[str, list[float]]:
         raise PipelineError(f"{path} at {rev} is not a curves file: {error}") from None
 
 
+def json_at(rev: str, path: str, name: str | None = None) -> Any:
+    """A JSON file as ``read_at`` reads it; one that does not parse is one line naming it."""
+    try:
+        return json.loads(read_at(rev, path, name))
+    except ValueError as error:
+        raise PipelineError(f"{path} at {name or rev} is not valid JSON ({error})") from None
+
+
 def metrics_at(rev: str, name: str | None = None) -> dict[str, Any]:
     """The single configuration's metrics files at ``rev``, merged (their keys are distinct)."""
     merged: dict[str, Any] = {}
     for path in METRICS:
-        try:
-            merged.update(json.loads(read_at(rev, path, name)))
-        except ValueError as error:
-            raise PipelineError(f"{path} at {name or rev} is not valid JSON ({error})") from None
+        merged.update(json_at(rev, path, name))
     return merged
 
 
