@@ -81,8 +81,7 @@ def main() -> None:
 def child(args: argparse.Namespace) -> dict:
     """One epoch of each architecture after a warm-up epoch, in this process's numerics."""
     params, device, train, _ = common.setup(args)
-    torch.backends.mkldnn.enabled = CANDIDATES[args.candidate][1]
-    torch.backends.nnpack.set_flags(CANDIDATES[args.candidate][1])
+    numerics.convolution_libraries(enabled=CANDIDATES[args.candidate][1])
     rows = (data.as_rows(train.images, device), train.labels.to(device))
     shuffled = (torch.empty_like(rows[0]), torch.empty_like(rows[1]))
     warm_up, timed = common.epoch_orders(len(train), params.seed, 2)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The checks to run where a GPU can be had: the pipeline on CUDA twice (are the results bitwise
-# identical?), the MLP with its steps replayed as a CUDA graph (also killed after an epoch and
-# resumed: the bytes of an uninterrupted run?), the CNN (a one-cycle schedule) eager,
-# the error for an absent device, the training benchmark (MLPs and CNNs, the tutorial loop against
-# the in-memory one and its CUDA-graph capture), and the unit tests that have a CUDA case.
+# identical? does the model file load without a GPU?), the MLP with its steps replayed as a CUDA
+# graph (also killed after an epoch and resumed: the bytes of an uninterrupted run?), the CNN (a
+# one-cycle schedule) eager, the error for an absent device, the training benchmark (MLPs and CNNs,
+# the tutorial loop against the in-memory one and its CUDA-graph capture), and the unit tests that
+# have a CUDA case.
 # Usage: bash benchmarks/gpu_check.sh MIRROR_DIR [DEVICE] (MIRROR_DIR holds the four MNIST .gz
 # files; DEVICE defaults to cuda).
 set -u
@@ -57,6 +58,8 @@ same() {  # same A B: are two runs' results byte-identical?
   done
 }
 run mlp "$work/params.yaml" && run mlp-again "$work/params.yaml" && same mlp mlp-again
+$python -c "import torch; weights = torch.load('$work/mlp.pt', weights_only=True)['state_dict']; \
+  print('model file loads without a GPU:', all(t.device.type == 'cpu' for t in weights.values()))"
 killed mlp-resumed "$work/params.yaml" && run mlp-resumed "$work/params.yaml" && same mlp mlp-resumed
 run cnn "$work/cnn.yaml" && run cnn-again "$work/cnn.yaml" && same cnn cnn-again
 $python -m stages.train --params "$work/absent.yaml" --split "$work/split" --model "$work/x.pt"; echo "exit code $?"

@@ -114,7 +114,7 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(split, t
     whole, expected, _, _ = run(split, train, architecture, schedule)
 
     said = []
-    checkpoints = FileCheckpoints(tmp_path / "checkpoint.pt", "key", CPU, say=said.append)
+    checkpoints = FileCheckpoints(tmp_path / "checkpoint.pt", "key", say=said.append)
     with pytest.raises(Interrupt):
         run(split, train, architecture, schedule, checkpoints=checkpoints, on_epoch=interrupt_after(2))
     resumed, result, _, _ = run(split, train, architecture, schedule, checkpoints=checkpoints)
@@ -125,9 +125,9 @@ def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(split, t
 def test_a_checkpoint_of_another_run_is_set_aside_not_resumed(split, tmp_path):
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupt):
-        run(split, settings(), checkpoints=FileCheckpoints(path, "other params", CPU), on_epoch=interrupt_after(1))
+        run(split, settings(), checkpoints=FileCheckpoints(path, "other params"), on_epoch=interrupt_after(1))
     said = []
-    _, result, _, _ = run(split, settings(), checkpoints=FileCheckpoints(path, "these params", CPU, say=said.append))
+    _, result, _, _ = run(split, settings(), checkpoints=FileCheckpoints(path, "these params", say=said.append))
     assert len(result.history) == 4
     assert said == [f"{path} was made by a run with other params, data or numerics: set aside as {path}.stale; "
                     "training from the first epoch"]  # fmt: skip

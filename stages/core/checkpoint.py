@@ -26,15 +26,17 @@ class FileCheckpoints(Checkpoints):
     (its params, its data, the numerics fingerprint). A file with another key, or one that cannot
     be read, is never resumed: it is set aside with one line saying so."""
 
-    def __init__(self, path: Path, key: str, device: torch.device, say: Callable[[str], None] = print):
-        self.path, self.key, self.device, self.say = path, key, device, say
+    def __init__(self, path: Path, key: str, say: Callable[[str], None] = print):
+        self.path, self.key, self.say = path, key, say
         self.resumed_after = 0
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
         try:
-            saved = torch.load(self.path, map_location=self.device, weights_only=True)
+            # onto the CPU, whatever the run's device: generator states must be CPU tensors, and
+            # load_state_dict moves weights and optimizer state to where the model is
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
             key, state = saved["key"], saved["state"]
         except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile):
             return self._set_aside("cannot be read")

@@ -219,14 +219,17 @@ class TrainedModel:
 
 def model_bytes(model: nn.Module, architecture: Architecture, run: Mapping[str, Any], params_digest: str) -> bytes:
     """The file ``train`` writes: plain data and tensors only, so it loads with ``weights_only=True``;
-    saved into memory, so the bytes do not depend on the file's name."""
+    saved into memory, so the bytes do not depend on the file's name; with the weights on the CPU, so
+    they do not depend on the device either, and the file loads where there is no GPU."""
+    weights = model.state_dict()  # kept as it is: its _metadata (module versions) is saved too
+    weights.update({name: tensor.cpu() for name, tensor in weights.items()})
     buffer = io.BytesIO()
     payload = {
         "format": MODEL_FORMAT,
         "architecture": {"name": architecture.name, **to_dict(architecture)},
         "run": dict(run),
         "params_digest": params_digest,
-        "state_dict": model.state_dict(),
+        "state_dict": weights,
     }
     torch.save(payload, buffer)
     return buffer.getvalue()

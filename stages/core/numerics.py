@@ -103,10 +103,15 @@ def check(mode: str) -> str | None:
 
 def configure_torch(mode: str) -> None:
     """The part of a mode that is a torch setting rather than a variable: in portable mode
-    convolutions go through ATen's im2col and MKL's pinned GEMM, not oneDNN's JIT kernels (which
-    give other bits on other instruction sets) nor NNPACK's (which pick their own for the CPU, for
-    forward passes of 16 images or more)."""
+    convolutions go through ATen's im2col and MKL's pinned GEMM (``convolution_libraries``)."""
+    convolution_libraries(enabled=mode != "portable")
+
+
+def convolution_libraries(enabled: bool) -> None:
+    """Whether CPU convolutions may use oneDNN's JIT kernels (which give other bits on other
+    instruction sets) and NNPACK's (which pick their own for the CPU, for forward passes of 16
+    images or more)."""
     import torch
 
-    torch.backends.mkldnn.enabled = mode != "portable"
-    torch.backends.nnpack.set_flags(mode != "portable")
+    torch.backends.mkldnn.enabled = enabled
+    torch.backends.nnpack.set_flags(enabled)

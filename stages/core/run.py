@@ -64,7 +64,7 @@ def train_run(
     split_files = [split / f"{name}.pt" for name in ("train", "valid")]
     train_set, valid_set = map(data.load_subset, split_files)
     key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files)
-    checkpoints = FileCheckpoints(checkpoint, key, device, say)
+    checkpoints = FileCheckpoints(checkpoint, key, say)
     started = time.perf_counter()
     model, result = train_recipe(
         recipe, train_set, valid_set, device, checkpoints, on_epoch=lambda epoch: say(epoch.line(recipe.train.epochs))
