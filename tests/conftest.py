@@ -36,6 +36,12 @@ PROJECT_FILES = (
 TWO_RECIPES = ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests on the reproduced pipeline first: the worker that takes them starts the one
+    pipeline run at once, while the other works through the tests that need none."""
+    items.sort(key=lambda item: "reproduced" not in item.fixturenames)
+
+
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A folder served as a ``file://`` mirror of synthetic MNIST, and its content checksums."""
