@@ -62,7 +62,7 @@ $python -c "import torch; weights = torch.load('$work/mlp.pt', weights_only=True
   print('model file loads without a GPU:', all(t.device.type == 'cpu' for t in weights.values()))"
 killed mlp-resumed "$work/params.yaml" && run mlp-resumed "$work/params.yaml" && same mlp mlp-resumed
 run cnn "$work/cnn.yaml" && run cnn-again "$work/cnn.yaml" && same cnn cnn-again
-$python -m stages.train --params "$work/absent.yaml" --split "$work/split" --model "$work/x.pt"; echo "exit code $?"
+train absent "$work/absent.yaml"; echo "exit code $?"
 $python -m benchmarks.bench_training --device "$device" --data real --raw "$mirror" --repeats 3 \
   --archs mlp_128_64_relu,mlp_20_sigmoid,lenet5,cnn_small
 $python -m pytest -q -p no:cacheprovider -o addopts="" tests/test_data.py tests/test_equivalence.py 2>&1 | tail -3
