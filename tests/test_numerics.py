@@ -3,17 +3,24 @@ result records the fingerprint of what its bits depend on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from stages.core import numerics, runtime
+from stages.core import data, numerics, runtime
+from stages.core.params import parse_params
+from stages.core.synthetic import synthetic_digits
+from stages.core.training import evaluate, probabilities, train_recipe
 from tests.conftest import ROOT
+from tests.other_cpus import with_activations
 
 # A short run of an MLP and a CNN (convolutions take another path than matrix products), printed
 # as the digest of each trained model and the process's fingerprint.
@@ -131,7 +138,8 @@ def test_the_mode_comes_from_the_params_file_the_process_was_given(tmp_path):
 ENVIRONMENT = {
     "torch": "2.14.1", "cuda": None, "cudnn": None, "device": "cpu", "device_name": "AMD EPYC",
     "cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "numerics": "portable",
-    "mkl_branch": "COMPATIBLE", "threads": 1, "python": "3.11.7", "platform": "linux x86_64",
+    "mkl_branch": "COMPATIBLE", "correctly_rounded": ["sqrt"], "threads": 1, "python": "3.11.7",
+    "platform": "linux x86_64",
 }  # fmt: skip
 
 
@@ -143,8 +151,14 @@ def test_portable_runs_on_any_cpu_share_one_fingerprint():
 
 @pytest.mark.parametrize(
     "change",
-    [{"threads": 2}, {"torch": "2.15.0"}, {"mkl_branch": "AUTO"}, {"numerics": "native", "mkl_branch": "AUTO"}],
-    ids=["threads", "torch", "mkl-branch", "native"],
+    [
+        {"threads": 2},
+        {"torch": "2.15.0"},
+        {"mkl_branch": "AUTO"},
+        {"correctly_rounded": []},
+        {"numerics": "native", "mkl_branch": "AUTO", "correctly_rounded": []},
+    ],
+    ids=["threads", "torch", "mkl-branch", "vml-sqrt", "native"],
 )
 def test_what_changes_the_bits_changes_the_fingerprint(change):
     assert runtime.fingerprint({**ENVIRONMENT, **change}) != runtime.fingerprint(ENVIRONMENT)
@@ -168,3 +182,96 @@ def test_the_train_stage_records_its_fingerprint_and_environment(reproduced):
         1,
     )
     assert {"torch", "cuda", "cudnn", "device", "device_name", "cpu_vendor", "cpu_model"} <= set(log)
+
+
+def hard_square_roots() -> torch.Tensor:
+    """Every kind of float32: random bit patterns over all exponents (subnormals too), the neighbours
+    of exact squares (where a root one ulp off is most often rounded the wrong way), and the
+    special values."""
+    generator = torch.Generator().manual_seed(0)
+    patterns = torch.randint(0, 0x7F800000, (200_000,), generator=generator, dtype=torch.int32).view(torch.float32)
+    roots = torch.randint(1, 1 << 12, (20_000,), generator=generator).float() * 2.0 ** torch.randint(-60, 60, (20_000,))
+    squares = (roots.double() ** 2).float()
+    near = torch.cat([squares, *(torch.nextafter(squares, torch.tensor(bound)) for bound in (0.0, 1e38))])
+    special = torch.tensor([0.0, -0.0, float("inf"), -1.0, float("nan"), 1e-45, 3.4028235e38, 1.0, 2.0])
+    return torch.cat([patterns, near, special])
+
+
+def test_portable_sqrt_is_correctly_rounded_on_every_path():
+    """torch's float32 sqrt is MKL VML's, which approximates with ``rsqrtps`` (one CPU maker's bits);
+    portable mode must give IEEE 754's correctly rounded root however an optimizer asks for it."""
+    numerics.configure_torch("portable")
+    x = hard_square_roots()
+    with np.errstate(invalid="ignore"):
+        expected = torch.from_numpy(np.sqrt(x.numpy().astype(np.float64)).astype(np.float32))  # SSE2 sqrtsd: exact
+    out = torch.empty(0)
+    results = {
+        "Tensor.sqrt": x.sqrt(),
+        "torch.sqrt": torch.sqrt(x),
+        "sqrt_": x.clone().sqrt_(),
+        "out=": torch.sqrt(x, out=out),
+        "_foreach_sqrt": torch._foreach_sqrt([x])[0],
+        "RMSprop centered's view": x.view(-1, 1)[:, 0].sqrt(),
+    }
+    bits = torch.where(expected.isnan(), 0x7FC00000, expected.view(torch.int32))  # NaN's sign is free
+    for path, result in results.items():
+        assert torch.equal(torch.where(result.isnan(), 0x7FC00000, result.view(torch.int32)), bits), path
+    assert torch.equal(torch.tensor([4, 9]).sqrt(), torch.tensor([2.0, 3.0]))  # integers promote, as torch's do
+
+
+# Every aten op that a recipe's training and evaluation run, by why its bits are the same on every
+# x86-64 CPU with AVX2 in portable mode (docs/reproducibility.md). An op missing here fails the test
+# below until someone has checked it, and the emulated check (tests/other_cpus.py) has run it.
+AUDITED = {
+    "no arithmetic (memory, views, comparisons, indexing, argmax, max pooling)": {
+        "_local_scalar_dense", "_to_copy", "argmax", "bitwise_and", "cat", "clone", "constant_pad_nd", "copy_",
+        "detach", "empty", "empty_like", "eq", "fill_", "flatten", "full_like", "index", "index_put_",
+        "index_select", "item", "lift_fresh", "max_pool2d", "max_pool2d_with_indices",
+        "max_pool2d_with_indices_backward", "nonzero", "ones", "ones_like", "relu", "select", "slice", "stack", "t",
+        "threshold_backward", "to", "unflatten", "view", "zero_", "zeros", "zeros_like", "dropout",
+    },
+    "IEEE 754 operations in a fixed order: ATen's code for AVX2 (pinned), FMA and Sleef's exp included": {
+        "add", "add_", "addcdiv_", "addcmul_", "div", "div_", "lerp_", "mul", "mul_", "sum", "sigmoid",
+        "tanh_backward", "gelu", "gelu_backward",
+        "sigmoid_backward", "softmax", "_log_softmax", "_log_softmax_backward_data", "cross_entropy_loss",
+        "nll_loss_forward", "nll_loss_backward", "batch_norm", "native_batch_norm", "native_batch_norm_backward",
+    },
+    "MKL VML's tanh on the COMPATIBLE branch: no approximate instruction (checked under QEMU)": {"tanh"},
+    "MKL's GEMM on its COMPATIBLE branch (convolutions through im2col, off oneDNN and NNPACK)": {
+        "addmm", "mm", "linear", "conv2d", "convolution", "convolution_backward",
+    },
+    "torch's own generator (mt19937 and its transforms)": {"uniform_", "bernoulli_", "randperm", "randint"},
+    "correctly rounded in portable mode (numerics.correctly_rounded_sqrt)": {"sqrt"},
+}  # fmt: skip
+
+
+class OpRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "aten":
+            self.ops.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_every_op_of_every_recipe_is_one_that_gives_the_same_bits_on_every_cpu():
+    params = parse_params(with_activations(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    device = runtime.configure(1, "cpu", "portable")
+    images, labels = synthetic_digits(256, seed=1)
+    subset = data.Subset(images, labels.long(), labels.long())
+    features = data.as_features(images, device)
+    recorded = {}
+    for name in (None, *params.grid.recipes):
+        recipe = params.recipe(name)
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=2, batch_size=64))
+        with OpRecorder() as recorder:  # two epochs: a one-cycle rate, momentum and Adam's state all move
+            model, _ = train_recipe(recipe, subset, subset, device)
+            evaluate(model, features, labels.long(), 100)
+            probabilities(model, features[:5])
+        for op in recorder.ops:
+            recorded.setdefault(op, name or "params.yaml's")
+    audited = set().union(*AUDITED.values())
+    assert {op: recipe for op, recipe in recorded.items() if op not in audited} == {}
+    assert "sqrt" in recorded  # the recipes do reach the one replaced kernel (Adam, AdamW, ...)

@@ -155,6 +155,12 @@ def test_a_schedule_is_checked_against_the_optimizer_it_drives():
     assert "schedule 'onecycle' with optimizer 'adagrad'" in message and "momentum" in message
 
 
+def test_a_one_cycle_schedule_needs_more_than_one_step_of_warm_up_over_the_split():
+    raw = with_changes(**{"schedule": "onecycle_lenet5", "optimizer": "nesterov", "train.epochs": 1,
+                          "split.train_size": 200})  # fmt: skip
+    assert "a one-cycle warm-up of pct_start 0.25 x 2 steps (1 epochs x 2 batches)" in error_for(raw)
+
+
 def test_a_grid_recipe_names_existing_entries():
     raw = with_changes()
     raw["grid"]["recipes"]["lenet5"]["optimizer"] = "lion"

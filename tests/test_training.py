@@ -80,6 +80,14 @@ def test_a_schedule_steps_per_epoch_or_per_batch_as_torch_intends(split, schedul
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**2)
 
 
+def test_a_one_cycle_warm_up_under_one_step_is_one_line_not_a_division_by_zero():
+    optimizer = torch.optim.SGD(build_model(SMALL_MLP).parameters(), lr=0.1)
+    schedule = ScheduleSpec("onecycle_short", "onecycle", {"max_lr": 0.1, "pct_start": 0.25})
+    with pytest.raises(ValueError, match=r"one-cycle warm-up of pct_start 0.25 x 4 steps \(1 epochs x 4 batches\)"):
+        build_scheduler(schedule, optimizer, epochs=1, batches_per_epoch=4)
+    assert build_scheduler(schedule, optimizer, epochs=2, batches_per_epoch=4) is not None
+
+
 def test_shifted_images_move_by_at_most_the_shift_and_depend_on_the_seed_alone():
     rows = torch.zeros(200, 784, dtype=torch.uint8)
     rows[:, 14 * 28 + 14] = 255  # one bright pixel at (14, 14)

@@ -4,7 +4,10 @@ torch's CPU results depend on more than its inputs: ATen's vectorised kernels on
 set (``ATEN_CPU_CAPABILITY``), MKL's matrix products on its code path (``MKL_CBWR``) and on how
 many threads it allows itself (``MKL_DYNAMIC``), convolutions on oneDNN's JIT kernels. ``portable``
 pins each to a choice every x86-64 CPU with AVX2 makes alike, Intel or AMD, with or without
-AVX-512; ``native`` leaves the machine's fastest kernels, whose results are tied to that CPU.
+AVX-512, and replaces the one kernel a recipe reaches whose result the CPU maker chooses: float32
+``sqrt`` (``correctly_rounded_sqrt``). ``native`` leaves the machine's fastest kernels, whose
+results are tied to that CPU. docs/reproducibility.md lists every op of every recipe and why each
+gives the same bits everywhere.
 
 The variables are read when torch loads, so ``pin_from_argv`` runs when the ``stages`` package is
 imported, before anything imports torch. This module must not import torch at import time.
@@ -17,6 +20,7 @@ import os
 import sys
 from collections.abc import MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 MODES = ("portable", "native")
 DEFAULT_MODE = "portable"
@@ -103,8 +107,10 @@ def check(mode: str) -> str | None:
 
 def configure_torch(mode: str) -> None:
     """The part of a mode that is a torch setting rather than a variable: in portable mode
-    convolutions go through ATen's im2col and MKL's pinned GEMM (``convolution_libraries``)."""
+    convolutions go through ATen's im2col and MKL's pinned GEMM (``convolution_libraries``), and
+    ``sqrt`` is correctly rounded (``correctly_rounded_sqrt``)."""
     convolution_libraries(enabled=mode != "portable")
+    correctly_rounded_sqrt(enabled=mode == "portable")
 
 
 def convolution_libraries(enabled: bool) -> None:
@@ -115,3 +121,38 @@ def convolution_libraries(enabled: bool) -> None:
 
     torch.backends.mkldnn.enabled = enabled
     torch.backends.nnpack.set_flags(enabled)
+
+
+CORRECTLY_ROUNDED = ("sqrt",)  # torch ops that portable mode replaces (a field of the fingerprint)
+_sqrt_library: Any = None  # the registration below while it is in force
+
+
+def correctly_rounded_sqrt(enabled: bool) -> None:
+    """Whether torch's CPU ``sqrt`` (every caller: the optimizers' single-tensor and foreach paths,
+    ``sqrt_``, ``out=``) rounds the exact square root, as IEEE 754 specifies. torch's own float32
+    kernel is MKL VML's, built on ``rsqrtps``, whose result each CPU maker chooses: Adam, AdamW,
+    RMSprop and AdaGrad then differ between Intel and AMD in the last bit, and the runs diverge."""
+    global _sqrt_library
+    import torch
+
+    if enabled and _sqrt_library is None:
+        _sqrt_library = torch.library.Library("aten", "IMPL")
+        _sqrt_library.impl("sqrt", _sqrt, "CPU")
+        _sqrt_library.impl("sqrt_", lambda tensor: tensor.copy_(_sqrt(tensor)), "CPU")
+        _sqrt_library.impl("sqrt.out", lambda tensor, *, out: out.resize_(tensor.shape).copy_(_sqrt(tensor)), "CPU")
+    elif not enabled and _sqrt_library is not None:
+        _sqrt_library._destroy()  # torch's own kernels again
+        _sqrt_library = None
+
+
+def _sqrt(tensor: Any) -> Any:
+    """float64's square root, rounded to the tensor's type: exact for float32 (and narrower) since
+    float64's is within one of its ulps, and 53 >= 2 * 24 + 2 bits make the second rounding
+    innocuous (Figueroa, "When is double rounding innocuous?", 1995). float64 itself keeps torch's
+    kernel. ``pow(x, 0.5)`` runs torch's sqrt kernel without calling ``sqrt`` (no recursion)."""
+    import torch
+
+    if tensor.dtype == torch.float64 or tensor.is_complex():
+        return torch.pow(tensor, 0.5)
+    dtype = tensor.dtype if tensor.is_floating_point() else torch.get_default_dtype()
+    return torch.pow(tensor.to(torch.float64), 0.5).to(dtype)

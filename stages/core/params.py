@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -328,10 +329,11 @@ def _schedule(name: str, section: _Section) -> ScheduleSpec:
 
 def _check_combination(recipe: Recipe, where: str) -> None:
     """torch's checks of a schedule against the optimizer it drives (one-cycle needs momentum or
-    betas, for one), on a throwaway parameter."""
+    betas, for one), on a throwaway parameter, over as many batches as the split gives."""
     optimizer = build_optimizer(recipe.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    batches_per_epoch = math.ceil(recipe.split.train_size / recipe.train.batch_size)
     try:
-        build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch=1)
+        build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
     except (TypeError, ValueError, ZeroDivisionError) as error:
         raise PipelineError(
             f"{where}: schedule {recipe.schedule.name!r} with optimizer {recipe.optimizer.name!r}: {error}"

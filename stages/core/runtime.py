@@ -73,8 +73,10 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "numerics": mode,
         "mkl_branch": numerics.mkl_branch(),
+        "correctly_rounded": list(numerics.CORRECTLY_ROUNDED) if mode == "portable" else [],
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "libc": " ".join(platform.libc_ver()),  # the schedules' math.cos; not a field of the fingerprint
         "platform": f"{sys.platform} {platform.machine()}",
     }
     return {"fingerprint": fingerprint(env), **env}
@@ -83,7 +85,8 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
 def class_fields(env: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the bits. In portable mode the CPU's make and model do not (that is
     the point of it); in native mode they do, and on a GPU its name and toolkit do."""
-    fields = {key: env[key] for key in ("torch", "numerics", "threads", "cpu_capability", "mkl_branch")}
+    keys = ("torch", "numerics", "threads", "cpu_capability", "mkl_branch", "correctly_rounded")
+    fields = {key: env.get(key) for key in keys}  # a log from before a field existed reads None
     fields["device"] = env["device"].split(":")[0]
     if env["numerics"] != "portable":
         fields.update(cpu_vendor=env["cpu_vendor"], cpu_model=env["cpu_model"], platform=env["platform"])

@@ -3,6 +3,7 @@ keywords the loop sets itself and whether it steps per batch or per epoch, as to
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,4 +62,12 @@ def build_scheduler(
     if kind.scheduler is None:
         return None
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.hyperparameters.items()}
+    if spec.type == "onecycle":  # torch divides by the warm-up's length less one step
+        pct_start = values.get("pct_start", inspect.signature(lr_scheduler.OneCycleLR).parameters["pct_start"].default)
+        if pct_start * epochs * batches_per_epoch <= 1:
+            raise ValueError(  # as torch's own checks do: params.py reports it as one line
+                f"a one-cycle warm-up of pct_start {pct_start} x {epochs * batches_per_epoch} "
+                f"steps ({epochs} epochs x {batches_per_epoch} batches) is not over one step; train for more steps "
+                "or raise pct_start"
+            )
     return Scheduler(kind.scheduler(optimizer, **values, **kind.fixed(epochs, batches_per_epoch)), kind.per_batch)
