@@ -17,7 +17,10 @@ Images are decoded in memory and preprocessed as ``predict`` does; nothing is ev
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +33,7 @@ from torch import nn
 from stages.core import data, runtime
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_model_for, load_params
-from stages.core.preprocess import MAX_PIXELS, ImageTooLarge, UnreadableImage, load_digit
+from stages.core.preprocess import ImageTooLarge, UnreadableImage, load_digit
 from stages.core.training import probabilities
 from stages.predict import Prediction
 
@@ -50,6 +53,13 @@ IMAGE_TYPES = (
     "application/octet-stream",
 )
 MAX_UPLOAD = 2_000_000
+MAX_PIXELS = 4096 * 4096
+"""Decoded per upload at most: a drawing, a screenshot or a 12-megapixel photo (docs/predict.md has the
+memory it takes); a small compressed file of more is refused before it is decoded."""
+DECODES = 2
+"""Uploads decoded at once, by as many threads of their own, the others waiting their turn: more would
+add memory, not speed, on 2 cores; and memory a decoding thread frees stays with that thread's
+allocator (glibc's arenas), so decoding in every request's own thread would hold it many times over."""
 ERROR_STATUS = {UnreadableImage: HTTPStatus.BAD_REQUEST, ImageTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE}
 """Other image errors (no ink, an animation) are 422: a readable image that holds no one digit."""
 LOG, METRICS = Path("logs/evaluate.json"), Path("metrics/evaluate.json")
@@ -90,12 +100,35 @@ class RequestError(Exception):
 
 
 class DrawServer(ThreadingHTTPServer):
+    request_queue_size = 128  # connections waiting to be accepted: a burst from one page's users, not reset
+
     def __init__(self, address, model: nn.Module, device: torch.device, info: dict[str, str], max_upload: int,
                  max_pixels: int = MAX_PIXELS):  # fmt: skip
+        self.decoder = ThreadPoolExecutor(DECODES, "decode")  # before binding, which closes the server on failure
         super().__init__(address, DrawHandler)
         self.model, self.device, self.info = model, device, info
         self.max_upload, self.max_pixels = max_upload, max_pixels
+        self.names = {address[0].lower(), "localhost"}
         self.files = {path: ((PAGE / name).read_bytes(), kind) for path, (name, kind) in PAGE_FILES.items()}
+
+    def serves(self, host: str) -> bool:
+        """Whether a Host header (port and all) names this server."""
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+            return name in self.names or bool(ipaddress.ip_address(name))
+        except ValueError:  # not an IP address, or not a host at all
+            return False
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.decoder.shutdown()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client gone before its answer is one line; anything else is a bug, shown with its traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError)):
+            return super().handle_error(request, client_address)
+        print(f"{client_address[0]} - - dropped the connection ({type(error).__name__})", file=sys.stderr)
 
 
 class DrawHandler(BaseHTTPRequestHandler):
@@ -108,6 +141,7 @@ class DrawHandler(BaseHTTPRequestHandler):
         routes = {"/api/predict": {"POST": self.predict}, "/api/model": {"GET": self.model_info}}
         routes.update({page: {"GET": self.page_file} for page in self.server.files})
         try:
+            self.check_addressed()
             if path not in routes:
                 raise RequestError(
                     HTTPStatus.NOT_FOUND, f"no such path {path}; try GET /, GET /api/model or POST /api/predict"
@@ -130,11 +164,22 @@ class DrawHandler(BaseHTTPRequestHandler):
     def handle_expect_100(self) -> bool:
         """Refuses an oversized upload before the client sends it (curl asks first above 1 MB)."""
         try:
+            self.check_addressed()
             self.upload_length()
         except RequestError as error:
             self.fail(error)
             return False
         return super().handle_expect_100()
+
+    def check_addressed(self) -> None:
+        """Only requests for this server by a name it listens on (an IP address needs no DNS), so a site
+        whose name an attacker's DNS points here is refused (DNS rebinding); and only posts from its own page."""
+        host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+        if not self.server.serves(host):
+            names = " or ".join(sorted(self.server.names))
+            raise RequestError(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server: use {names} or an IP address")
+        if origin is not None and origin != f"http://{host}":
+            raise RequestError(HTTPStatus.FORBIDDEN, f"Origin {origin!r} is not this server's page (http://{host})")
 
     def page_file(self) -> None:
         content, kind = self.server.files[urlsplit(self.path).path]
@@ -158,7 +203,7 @@ class DrawHandler(BaseHTTPRequestHandler):
         if len(body) < length:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of {length:,} bytes")
         try:
-            digit = load_digit(body, self.server.max_pixels)
+            digit = self.server.decoder.submit(load_digit, body, self.server.max_pixels).result()
         except PipelineError as error:
             raise RequestError(ERROR_STATUS.get(type(error), HTTPStatus.UNPROCESSABLE_ENTITY), str(error)) from None
         with torch.inference_mode():
@@ -210,7 +255,9 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--max-upload", type=int, default=MAX_UPLOAD, help="largest image accepted, in bytes")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="largest image accepted, in pixels")
+    parser.add_argument(
+        "--max-pixels", type=int, default=MAX_PIXELS, help=f"largest image decoded, in pixels (default {MAX_PIXELS:,})"
+    )
     args = parser.parse_args()
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a port: choose 0 (any free port) to 65535")

@@ -18,7 +18,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
@@ -26,9 +29,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
+from stages import draw as draw_server
 from stages.core.preprocess import load_digit
+from tests.test_preprocess import nan_tiff, two_page_tiff
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = (
@@ -53,17 +59,18 @@ class Server:
     process: subprocess.Popen
     url: str
     root: Path
+    log: Path
 
     @property
     def address(self) -> tuple[str, int]:
         parts = urlsplit(self.url)
         return parts.hostname, parts.port
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None, **headers):
         """(status, headers, body as JSON where the server says it is JSON)."""
         connection = http.client.HTTPConnection(*self.address, timeout=10)
         try:
-            connection.request(method, path, body, {"Content-Type": content_type} if content_type else {})
+            connection.request(method, path, body, headers | ({"Content-Type": content_type} if content_type else {}))
             response = connection.getresponse()
             content = response.read()
         finally:
@@ -96,7 +103,7 @@ def server(reproduced, tmp_path_factory) -> Server:
     first_line = process.stdout.readline()
     url = re.search(r"http://\S+", first_line)
     assert url, f"no URL printed: {first_line!r} {log.read_text()}"
-    yield Server(process, url.group(), reproduced.root)
+    yield Server(process, url.group(), reproduced.root, log)
     process.terminate()
     process.wait(timeout=10)
 
@@ -198,6 +205,16 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
             413,
             "20000x20000 = 400,000,000 pixels, more than the limit",
         ),
+        (
+            "POST",
+            "/api/predict",
+            png_header(9400, 9400),
+            "image/png",
+            413,
+            "88,360,000 pixels, more than the limit of 16,",
+        ),
+        ("POST", "/api/predict", two_page_tiff(), "image/tiff", 400, "the upload is not an image that can be read"),
+        ("POST", "/api/predict", nan_tiff(), "image/tiff", 400, "has pixels that are not numbers (NaN"),
         ("GET", "/nowhere", None, None, 404, "no such path /nowhere; try GET /"),
         ("GET", "/api/predict", None, None, 405, "GET /api/predict is not allowed; use POST"),
         ("POST", "/api/model", b"{}", "application/json", 405, "use GET"),
@@ -211,6 +228,9 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
         "blank-canvas",
         "too-many-pixels",
         "pixel-bomb",
+        "pixels-of-a-344-KB-png",
+        "damaged-tiff",
+        "nan-tiff",
         "404",
         "405",
         "405-post",
@@ -235,8 +255,101 @@ def test_a_bad_request_is_a_json_error_naming_it_and_the_server_lives_on(
     ids=["too-large", "too-large-expect-100", "chunked"],
 )
 def test_an_upload_is_refused_by_its_declared_size_before_its_body_is_sent(server, headers, status, named):
-    answer_status, answer = server.raw(f"POST /api/predict HTTP/1.1\nHost: x\nContent-Type: image/png\n{headers}\n")
+    answer_status, answer = server.raw(
+        f"POST /api/predict HTTP/1.1\nHost: localhost\nContent-Type: image/png\n{headers}\n"
+    )
     assert answer_status == status and named in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "named"),
+    [
+        ("attacker.example", None, "Host 'attacker.example' is not this server: use 127.0.0.1 or localhost"),
+        ("attacker.example:{port}", None, "is not this server"),
+        ("localhost:{port}", "http://attacker.example:{port}", "Origin 'http://attacker.example:{port}' is not"),
+        ("localhost:{port}", "http://localhost:1", "is not this server's page (http://localhost:{port})"),
+        ("localhost:{port}", "null", "Origin 'null' is not"),
+    ],
+    ids=["rebound-name", "rebound-name-and-port", "cross-origin", "other-port", "sandboxed-page"],
+)
+def test_a_request_for_another_host_or_from_another_sites_page_is_forbidden(server, host, origin, named):
+    """DNS rebinding: a page of attacker.example, its name then pointed at 127.0.0.1, reads the API."""
+    port = server.address[1]
+    headers = {"Host": host.format(port=port)} | ({"Origin": origin.format(port=port)} if origin else {})
+    for method, path, body in [("GET", "/", None), ("GET", "/api/model", None), ("POST", "/api/predict", drawing())]:
+        status, _, answer = server.request(method, path, body, "image/png" if body else None, **headers)
+        assert (status, list(answer)) == (403, ["error"]) and named.format(port=port) in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [("127.0.0.1:{port}", "http://127.0.0.1:{port}"), ("localhost:{port}", None), ("[::1]", None), ("LOCALHOST", None)],
+)
+def test_the_page_and_scripts_addressing_the_server_by_its_name_or_address_are_served(server, host, origin):
+    port = server.address[1]
+    headers = {"Host": host.format(port=port)} | ({"Origin": origin.format(port=port)} if origin else {})
+    status, _, answer = server.request("POST", "/api/predict", drawing(), "image/png", **headers)
+    assert status == 200 and answer["digit"] == 1
+
+
+def test_a_request_without_host_is_forbidden(server):
+    status, answer = server.raw("GET /api/model HTTP/1.1\nConnection: close\n")
+    assert status == 403 and answer["error"].startswith("Host '' is not this server")
+
+
+def test_a_burst_of_50_uploads_at_once_is_answered_in_full(server):
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: server.request("POST", "/api/predict", drawing(), "image/png"), range(50)))
+    assert [(status, answer["digit"]) for status, _, answer in answers] == [(200, 1)] * 50
+
+
+def test_a_client_that_disconnects_is_one_line_in_the_log_not_a_traceback(server):
+    def drops() -> int:
+        return server.log.read_text().count("dropped the connection")
+
+    before = drops()
+    for _ in range(3):  # half a body, then a reset: the server's read of the rest fails
+        with socket.create_connection(server.address, timeout=10) as connection:
+            connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+                               b"Content-Length: 1000\r\n\r\n" + drawing()[:10])  # fmt: skip
+            time.sleep(0.05)  # the server is now waiting for the rest
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    for _ in range(100):
+        if drops() >= before + 3:
+            break
+        time.sleep(0.05)
+    log = server.log.read_text()
+    assert drops() == before + 3 and "Traceback" not in log, log
+    assert server.request("GET", "/api/model")[0] == 200
+
+
+def test_at_most_two_uploads_are_decoded_at_once_the_rest_wait_their_turn(monkeypatch):
+    """Each decoded upload may take the memory of ``MAX_PIXELS`` pixels: their number is what bounds it."""
+    decoding, most, lock = [0], [0], threading.Lock()
+
+    def slow_decode(body: bytes, max_pixels: int) -> torch.Tensor:
+        with lock:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        time.sleep(0.2)
+        with lock:
+            decoding[0] -= 1
+        return load_digit(body, max_pixels)
+
+    monkeypatch.setattr(draw_server, "load_digit", slow_decode)
+    model = torch.nn.Linear(784, 10)
+    server = draw_server.DrawServer(("127.0.0.1", 0), model, torch.device("cpu"), {}, draw_server.MAX_UPLOAD)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Server(None, f"http://127.0.0.1:{server.server_address[1]}/", Path(), Path())
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(
+                pool.map(lambda _: client.request("POST", "/api/predict", drawing(), "image/png")[0], range(6))
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert statuses == [200] * 6 and most[0] == draw_server.DECODES == 2
 
 
 def test_serving_writes_no_file(server):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from stages.core.synthetic import synthetic_digits
-from tests.test_preprocess import blank_png
+from tests.test_preprocess import blank_png, nan_tiff, two_page_tiff
 
 
 def write_photo(path, image: np.ndarray, invert: bool = False) -> None:
@@ -66,6 +66,31 @@ def test_an_image_over_max_pixels_is_one_line_naming_its_pixels_and_the_limit(re
         ([photo, "--max-pixels", "7999"], f"{photo} is 100x80 = 8,000 pixels, more than the limit of 7,999"),
     ]:
         assert in_process(reproduced, "predict", *map(str, args)) == (2, "", f"error: {named}\n")
+
+
+def test_a_damaged_image_a_nan_pixel_or_an_endless_model_file_is_one_line(reproduced, tmp_path, in_process):
+    damaged, nan, endless = tmp_path / "damaged.tif", tmp_path / "nan.tif", tmp_path / "model.pt"
+    damaged.write_bytes(two_page_tiff())
+    nan.write_bytes(nan_tiff())
+    endless.symlink_to("/dev/zero")
+    for args, named in [
+        ([damaged], f"{damaged} is not an image that can be read (PNG, JPEG, GIF, WebP ...)"),
+        ([nan], f"{nan} has pixels that are not numbers (NaN or infinite): no shade to give them"),
+        (["--index", "0", "--model", endless], f"{endless} is over 67,108,864 bytes, so not a model saved by"),
+    ]:
+        code, out, err = in_process(reproduced, "predict", *map(str, args))
+        assert (code, out, err.count("\n")) == (2, "", 1) and err.startswith(f"error: {named}")
+
+
+def test_pillows_warnings_about_a_damaged_file_do_not_come_before_its_one_line(reproduced, tmp_path):
+    """Pillow warns of the tag it skips, then the page after it fails: one line still, as a user runs it."""
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(two_page_tiff(warned=True))
+    result = reproduced.stage("predict", str(damaged), check=False)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {damaged} is not an image that can be read (PNG, JPEG, GIF, WebP ...)\n",
+    )
 
 
 @pytest.mark.parametrize(

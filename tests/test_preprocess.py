@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 
@@ -149,3 +150,144 @@ def test_image_bytes_read_like_the_file_and_errors_name_the_upload(tmp_path):
         load_digit(b"<html>")
     with pytest.raises(PipelineError, match="^mine.png: no digit found"):
         load_digit(encoded(Image.new("L", (50, 50), 200)), name="mine.png")
+
+
+def two_page_tiff(warned: bool = False) -> bytes:
+    """132 bytes: a 2x2 gray TIFF, then a second page without dimensions (Pillow raises TypeError);
+    ``warned``: with a tag whose data lies past the end of the file (Pillow warns, then goes on)."""
+
+    def page(entries: list[tuple[int, int, int]], next_page: int) -> bytes:
+        fields = b"".join(struct.pack("<HHII", tag, 4, count, value) for tag, count, value in entries)  # LONGs
+        return struct.pack("<H", len(entries)) + fields + struct.pack("<I", next_page)
+
+    first = [(256, 2), (257, 2), (258, 8), (259, 1), (262, 1), (273, 0), (278, 2), (279, 4)]  # width ... strips
+    first = [(tag, 1, value) for tag, value in first] + [(270, 1000, 10**6)] * warned  # a description, elsewhere
+    second = 8 + 2 + 12 * len(first) + 4
+    first[5] = (273, 1, second + 2 + 12 + 4)  # the pixels, after the second page
+    return b"II*\0" + struct.pack("<I", 8) + page(first, second) + page([(259, 1, 1)], 0) + bytes([0, 255, 255, 0])
+
+
+def nan_tiff() -> bytes:
+    """A float scan of a digit with one pixel that is not a number."""
+    values = PHOTO.astype(np.float32)
+    values[0, 0] = np.nan
+    return encoded(Image.fromarray(values), "TIFF")
+
+
+def test_a_damaged_two_page_tiff_and_a_nan_pixel_are_refused_naming_the_problem():
+    with pytest.raises(PipelineError, match="^scan.tif is not an image that can be read"):
+        load_digit(two_page_tiff(), name="scan.tif")
+    with pytest.raises(PipelineError, match=r"^scan.tif has pixels that are not numbers \(NaN or infinite\)"):
+        load_digit(nan_tiff(), name="scan.tif")
+
+
+@pytest.mark.parametrize(
+    ("mode", "format"),
+    [("1", "PNG"), ("L", "PNG"), ("P", "GIF"), ("RGBA", "PNG"), ("I;16", "PNG"), ("RGB", "JPEG")],
+)
+def test_a_large_image_is_reduced_first_and_still_reads_like_its_small_copy(mode, format):
+    """2,100 x 2,520 pixels: decoded at half scale (JPEG), or reduced by blocks, before anything else."""
+    ink = np.where(PHOTO > 127, 255, 0).astype(np.uint8)  # two shades, so that every mode holds it
+    large = Image.fromarray(ink).resize((2100, 2520), Image.Resampling.NEAREST)
+    large = large.convert(mode) if mode != "I;16" else Image.fromarray(ink.astype(np.uint16) * 257).resize(large.size)
+    digit = load_digit(encoded(large, format)).numpy()
+    assert np.abs(digit.astype(int) - to_mnist(ink)).mean() < 4
+
+
+def magic_seeds(photo: Image.Image) -> dict[str, bytes]:
+    """The formats Pillow opens and cannot write: a few lines of each one's header where that is all it
+    takes, otherwise its signature alone (what the fuzzing mutates from)."""
+    width, height = photo.size
+    gray, pcx, ico = photo.tobytes(), encoded(photo, "PCX"), encoded(photo.convert("RGB"), "ICO", bitmap_format="bmp")
+    mcidas = dict.fromkeys(range(64), 0) | {1: 4, 8: height, 9: width, 10: 1, 13: 1, 33: 256}  # words 2, 9, ... 34
+    fits = b"".join(f"{card:<80}".encode() for card in (
+        "SIMPLE  = T", "BITPIX  = 8", "NAXIS   = 2", f"NAXIS1  = {width}", f"NAXIS2  = {height}", "END"))  # fmt: skip
+    xpm = [f'"{width} {height} 2 1",', '"  c #000000",', '". c #ffffff",']
+    xpm += [f'"{"".join(" ."[int(p > 127)] for p in row)}",' for row in np.asarray(photo)]
+    return {
+        "CUR": b"\0\0\2\0" + ico[4:],
+        "DCX": struct.pack("<III", 0x3ADE68B1, 12, 0) + pcx,
+        "FITS": fits.ljust(2880) + gray,
+        "GBR": struct.pack(">5I", 21, 1, width, height, 1) + b"\0" + gray,
+        "IMT": f"width {width}\nheight {height}\npixel n8\n".encode() + b"\x0c" + gray,
+        "PSD": b"8BPS" + struct.pack(">H6xHIIHHIIIH", 1, 1, height, width, 8, 1, 0, 0, 0, 0) + gray,
+        "SUN": struct.pack(">8I", 0x59A66A95, width, height, 8, len(gray), 1, 0, 0) + gray,
+        "XPM": ("/* XPM */\nstatic char *digit[] = {\n" + "\n".join(xpm) + "\n};\n").encode(),
+        "XVTHUMB": f"P7 332\n#END_OF_COMMENTS\n{width} {height} 255\n".encode() + gray,
+        "MCIDAS": struct.pack(">64i", *mcidas.values()) + gray,
+        "PIXAR": b"\200\350\0\0".ljust(416, b"\0")
+        + struct.pack("<HHxxxxHH", height, width, 14, 2).ljust(608, b"\0")
+        + photo.convert("RGB").tobytes(),
+        "WMF": b"\xd7\xcd\xc6\x9a\0\0" + struct.pack("<4hH6x", 0, 0, width, height, 72) + b"\1\0\t\0",
+        "FLI": struct.pack("<IHHHHH", 128, 0xAF11, 1, width, height, 8).ljust(128, b"\0"),
+        "FTEX": b"FTEX" + struct.pack("<IIII", 0, width, height, 1),
+        "IPTC": b"\x1c\x03\x14\x00\x02" + struct.pack(">H", width),
+        "MPEG": b"\0\0\1\xb3" + struct.pack(">I", (width << 20) | (height << 8)),
+        "PCD": b"\0" * 2048 + b"PCD_IPI",
+        "BUFR": b"BUFR" + gray,
+        "GRIB": b"GRIB\0\0\0\1" + gray,
+        "HDF5": b"\x89HDF\r\n\x1a\n" + gray,
+    }
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    """A small digit in every format Pillow opens: written by Pillow where it writes the format (in the
+    first mode it takes), by ``magic_seeds`` otherwise; and the odd cases of TIFF and PNG."""
+    Image.init()
+    photo = Image.fromarray(np.where(PHOTO[::4, ::5] > 127, 0, 255).astype(np.uint8))  # 20x30, dark on white
+    seeds = magic_seeds(photo)
+    for format in sorted(set(Image.OPEN) & set(Image.SAVE) - set(seeds)):
+        seeds[format] = next(filter(None, (saved(photo.convert(mode), format) for mode in ("L", "RGB", "1", "P"))))
+    seeds |= {"TIFF pages": two_page_tiff(), "TIFF float": nan_tiff(), "PNG 16-bit": encoded(photo.convert("I;16"))}
+    seeds["GIF frames"] = encoded(photo, "GIF", save_all=True, append_images=[photo.rotate(90)])
+    seeds["TIFF deflate"] = encoded(photo, "TIFF", compression="tiff_adobe_deflate")
+    assert set(Image.OPEN) <= set(seeds), f"no seed for {set(Image.OPEN) - set(seeds)}: add one to magic_seeds"
+    return seeds
+
+
+def saved(image: Image.Image, format: str) -> bytes | None:
+    try:
+        return encoded(image, format)
+    except (OSError, ValueError, KeyError):  # a mode this format cannot hold
+        return None
+
+
+def mutated(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with one to six random edits: a byte changed to a random or a boundary value, a slice
+    cut off, random bytes inserted, a slice repeated."""
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        at, kind = rng.randrange(len(data) + 1), rng.randrange(5)
+        if kind < 2 and at < len(data):
+            data[at] = rng.randrange(256) if kind == 0 else rng.choice((0, 1, 0x7F, 0x80, 0xFF))
+        elif kind == 2:
+            del data[at + rng.randrange(64) :]
+        elif kind == 3:
+            data[at:at] = rng.randbytes(rng.randint(1, 8))
+        else:
+            data[at:at] = data[at : at + rng.randint(1, 32)]
+    return bytes(data)
+
+
+FUZZ_SEED, FUZZ_COUNT = 23, 100
+"""Mutations of each seed; the same ones in every run."""
+
+
+def test_every_damaged_image_of_every_format_is_a_digit_or_one_clear_error():
+    """What an upload server relies on: whatever the bytes, ``load_digit`` answers a digit or a
+    ``PipelineError``, never another exception (a traceback, a dropped connection)."""
+    rng, seeds = random.Random(FUZZ_SEED), fuzz_seeds()
+    for format in set(Image.SAVE) & set(Image.OPEN):
+        if format not in ("EPS", "BUFR", "GRIB", "HDF5", "WMF"):  # needs Ghostscript / a handler to decode
+            assert load_digit(seeds[format]).shape == (28, 28), format
+    escaped = {}
+    for format, seed in seeds.items():
+        for _ in range(FUZZ_COUNT):
+            data = mutated(seed, rng)
+            try:
+                load_digit(data, max_pixels=1_000_000)  # a mutated header may declare millions of pixels
+            except PipelineError:
+                pass
+            except Exception as error:
+                escaped.setdefault(format, f"{type(error).__name__}: {error} on {data[:64]!r}")
+    assert escaped == {}

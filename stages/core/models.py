@@ -22,6 +22,10 @@ IMAGE_SIZE = 28
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 MODEL_FORMAT = "mnist-dvc-model/1"
+MAX_MODEL_BYTES = 64 * 2**20
+"""The most of a model file read, far above any model of this project's architectures (docs/predict.md):
+a path to a device (/dev/zero) or to some huge file is refused after so many bytes, not read until
+memory runs out."""
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -245,11 +249,17 @@ def load_trained(
     back into a dataclass (``params.parse_architecture``); with ``expected``, a model of any other
     architecture is an error naming both."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: train a model first (dvc repro train)") from None
     except IsADirectoryError:
         raise PipelineError(f"{path} is a directory, not a model file") from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise PipelineError(
+            f"{path} is over {MAX_MODEL_BYTES:,} bytes, so not a model saved by this project's train stage: "
+            "retrain it (dvc repro train)"
+        )
     try:
         saved = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
         if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:

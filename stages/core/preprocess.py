@@ -8,11 +8,12 @@ A model trained on MNIST only understands digits in that form.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from stages.core.errors import PipelineError
 from stages.core.models import IMAGE_SIZE
@@ -28,10 +29,19 @@ MAX_PIXELS = 89_478_485
 quarter GiB as RGB), since a small compressed file can decode into gigabytes."""
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 """Pillow's grayscale modes of more than 8 bits a pixel (16-bit scans among them)."""
+WORKING_SIDE = 1024
+"""A larger image is reduced to this side before anything else (by its JPEG decoder, or by averaging
+blocks of pixels): the digit ends up 20 pixels tall, so one a twentieth of the side still keeps 50,
+and what follows the decoding takes megabytes, not several times the decoded image."""
+REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
+"""Modes that Pillow cannot reduce (or would average palette indices of), and the mode to reduce instead."""
 
 # Pillow's own limit is one global that refuses only at twice its value; load_digit checks each
 # image against the limit its caller passes instead, above Pillow's or below.
 Image.MAX_IMAGE_PIXELS = None
+# Pillow warns of damage it reads past (a corrupt EXIF, a skipped tag): the image is then either read
+# or refused in one line, which a warning printed before it would no longer be.
+warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
 class UnreadableImage(PipelineError):
@@ -49,10 +59,12 @@ def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | N
         name = "the upload" if isinstance(source, bytes) else str(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            pixels = grayscale(checked(image, name, max_pixels))
+            pixels = grayscale(reduced(checked(image, name, max_pixels)), name)
+    except (PipelineError, MemoryError):
+        raise
     except (FileNotFoundError, IsADirectoryError):
         raise UnreadableImage(f"{name} not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # Pillow's decoders fail in many ways
+    except Exception:  # a damaged file fails Pillow's decoders in many ways (TypeError, ...): fuzzed in tests
         raise UnreadableImage(f"{name} is not an image that can be read (PNG, JPEG, GIF, WebP ...)") from None
     try:
         return torch.from_numpy(to_mnist(pixels))
@@ -77,12 +89,23 @@ def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
+def reduced(image: Image.Image) -> Image.Image:
+    """``image`` decoded, at most ``WORKING_SIDE`` pixels on its longer side."""
+    image.draft(None, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at 1/2, 1/4 or 1/8 scale (others: no-op)
+    factor = -(-max(image.size) // WORKING_SIDE)
+    if factor == 1:
+        return image
+    return (image.convert(REDUCIBLE[image.mode]) if image.mode in REDUCIBLE else image).reduce(factor)
+
+
+def grayscale(image: Image.Image, name: str) -> np.ndarray:
     """``image`` as uint8 gray ``[H, W]``. Transparency is laid on white paper, as drawing apps show
     it. More than 8 bits a pixel are stretched over the image's own range: ``convert("L")`` would
     clip them at 255, turning a 16-bit scan into a single shade."""
     if image.mode in WIDE_MODES:
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():  # a float scan's NaN would make every pixel NaN, then one shade
+            raise UnreadableImage(f"{name} has pixels that are not numbers (NaN or infinite): no shade to give them")
         low, high = values.min(), values.max()
         return np.round((values - low) * (255 / ((high - low) or 1))).astype(np.uint8)
     if image.has_transparency_data:
