@@ -2,16 +2,16 @@
 beyond noise, and the curves overlaid.
 
 Names are experiment names, ``workspace``, or any git revision (``HEAD``, ``HEAD~1``, a branch, a
-short hash); by default the baseline, each of its experiments, and the workspace. Each row shows
-the architecture, optimizer and schedule it chose and only those entries' values (``optimizer.lr``
-is the lr of the row's own optimizer), plus any other param that differs between rows. Every run
-after the first is tested against the first on the same test images (McNemar, from each run's
+short hash); by default the baseline, each of its experiments, and the workspace. Each row shows the
+architecture, optimizer and schedule it chose and only those entries' values (``optimizer.lr`` is
+the lr of the row's own optimizer), plus any other param that differs between rows. Every run after
+the first is tested against the first on the same test images (McNemar, from each run's
 ``plots/confusion.csv``): one model each, so test-set noise only; where the first run's grid holds
-both configurations, a difference that seeds alone could make is called within training noise
-(the words of ``tools/stats.py``). A failed experiment is listed as failed with its stage's own error line,
-never with the baseline's numbers that ``dvc exp show`` prints in its place. Each run's results
-must belong together (``tools/consistency.py``). Reads ``dvc exp show --json`` for the list, and
-every file from git at the run's commit (or from disk for the workspace), so it works offline.
+both configurations, a difference that seeds alone could make is called within training noise (the
+words of ``tools/stats.py``). A failed experiment is listed as failed with its stage's own error
+line, never with the baseline's numbers that ``dvc exp show`` prints in its place. Each run's
+results must belong together (``tools/consistency.py``). Reads ``dvc exp show --json`` for the list,
+and every file from git at the run's commit (or from disk for the workspace), so it works offline.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """The grid's leaderboard: one row per recipe, each figure a mean over the grid's seeds.
 
 Ranked by mean best validation accuracy, with test accuracy shown beside it: choosing on the test
-set is the mistake the validation split is there to prevent. A recipe whose difference from the
-best is within the seeds' noise is marked tied, one beyond it worse, by the rule of ``tools/stats.py`` (stated under the
-table). Writes the rows as JSON (declared as DVC metrics: only figures that reproduce bitwise, one
-mean and one standard deviation each, so ``dvc metrics diff`` stays short), the table as markdown
-(with seconds per epoch), and each recipe's validation accuracy per epoch, mean over seeds, in one
-figure. Results that do not belong to params.yaml's grid are refused; a recipe without results
-is listed as failed, never with numbers, and makes the command fail.
+set is the mistake the validation split is there to prevent. A recipe whose difference from the best
+is within the seeds' noise is marked tied, one beyond it worse, by the rule of ``tools/stats.py``
+(stated under the table). Writes the rows as JSON (only figures that reproduce bitwise, one mean
+and one standard deviation each, so ``dvc metrics diff --targets metrics/leaderboard.json`` stays
+short; not a declared DVC metric, which would put it in every row of ``dvc exp show``),
+the table as markdown (with seconds per epoch), and each recipe's validation accuracy per epoch,
+mean over seeds, in one figure. Results that do not belong to params.yaml's grid are refused; a
+recipe without results is listed as failed, never with numbers, and makes the command fail.
 """
 
 from __future__ import annotations
