@@ -1,7 +1,8 @@
 """Stage ``evaluate``: the trained model on the official test set, the only place it is used.
 
-Writes test loss, accuracy and per-class accuracy, one ``actual,predicted`` row per test image for
-DVC's confusion-matrix template, figures of the confusion matrix and of the predictions, and which
+Writes test loss and accuracy (DVC's metrics), per-class accuracy (a file of its own: not a metric,
+so ``dvc exp show`` stays one column per headline figure), one ``actual,predicted`` row per test
+image for DVC's confusion-matrix template, figures of the confusion matrix and of the predictions, and which
 model it tested. A model trained with other params than params.yaml's is refused, not tested.
 """
 
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--per-class", type=Path, default=Path("metrics/per_class_accuracy.json"))
     parser.add_argument("--confusion", type=Path, default=Path("plots/confusion.csv"))
     parser.add_argument("--confusion-figure", type=Path, default=Path("plots/confusion.png"))
     parser.add_argument("--predictions-figure", type=Path, default=Path("plots/predictions.png"))
@@ -45,8 +47,11 @@ def main() -> None:
     counts = results.confusion_matrix(test.labels, result.predictions)
     predictions = figures.predictions_figure(test.images, test.labels, result.predictions, result.confidences)
     environment = runtime.environment(device, recipe.numerics)
+    metrics = results.test_metrics(result, test.labels)
+    per_class = metrics.pop("per_class_accuracy")  # the grid's runs keep it in evaluate.json
     with atomic.Outputs() as outputs:
-        outputs.json(args.metrics, results.test_metrics(result, test.labels))
+        outputs.json(args.metrics, metrics)
+        outputs.json(args.per_class, per_class)
         outputs.csv(args.confusion, results.PREDICTION_COLUMNS, results.prediction_rows(test.labels, result))
         outputs.bytes(args.confusion_figure, figures.png_bytes(figures.confusion_figure(counts)))
         outputs.bytes(args.predictions_figure, figures.png_bytes(predictions))

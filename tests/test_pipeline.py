@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +32,9 @@ def test_repro_learns_and_writes_every_declared_result(reproduced):
     }  # fmt: skip
     assert train["valid_accuracy"] > 0.9 and train["num_params"] == 109_386 and train["kept_epoch"] == 3
     evaluate = json.loads(reproduced.read("metrics/evaluate.json"))
-    assert evaluate["test_accuracy"] > 0.9 and set(evaluate["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert set(evaluate) == {"test_accuracy", "test_loss"} and evaluate["test_accuracy"] > 0.9
+    per_class = json.loads(reproduced.read("metrics/per_class_accuracy.json"))
+    assert set(per_class) == {str(d) for d in range(10)} and min(per_class.values()) <= evaluate["test_accuracy"]
 
     curves = list(csv.DictReader(io.StringIO(reproduced.read("plots/loss.csv"))))
     assert [row["epoch"] for row in curves] == ["1", "2", "3"]
@@ -58,9 +63,16 @@ def test_outputs_are_readable_by_the_group_and_others_as_the_umask_allows(reprod
         assert (reproduced.root / path).stat().st_mode & 0o777 == 0o644, path  # umask 022
 
 
+def readme_exp_show() -> list[str]:
+    """README's everyday `dvc exp show` command, as a user copies it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return shlex.split(re.search(r"^(dvc exp show --only-changed .*?)\s+#", readme, re.MULTILINE)[1])
+
+
 def test_experiment_with_another_optimizer_is_compared_by_dvc(project):
     """Two `dvc exp run`s, each a real train and evaluate, on purpose: over 20 s, since the promise
-    is that going back to the baseline's params through DVC gives its bits."""
+    is that going back to the baseline's params through DVC gives its bits. Then README's `dvc exp
+    show` is readable: few columns, the test accuracy of every experiment in 120 columns."""
     baseline = results(project)
     out = project.run("dvc", "exp", "run", "-S", "optimizer=rmsprop").stdout
     assert "Epoch : 3/3..... Train Loss :" in out
@@ -85,6 +97,21 @@ def test_experiment_with_another_optimizer_is_compared_by_dvc(project):
 
     project.run("dvc", "exp", "run", "-S", "optimizer=sgd")  # back: the same bits as the baseline
     assert results(project) == baseline
+
+    command = readme_exp_show()
+    shown = list(csv.DictReader(io.StringIO(project.run(*command, "--csv").stdout)))
+    assert len(shown[0]) <= 30 and {"test_accuracy", "best_valid_accuracy", "optimizer"} <= set(shown[0])
+    assert not any(column.startswith(("per_class", "mlp_", "stages/", "architectures.")) for column in shown[0])
+    expected = {row["Experiment"]: float(row["test_accuracy"]) for row in shown if row["Experiment"]}
+    assert len(expected) == 2
+    table = subprocess.run([*command, "--no-pager"], cwd=project.root, env={**project.env, "COLUMNS": "120"},
+                           capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert all(len(line) <= 120 for line in table)
+    end = table[1].index("test_accuracy") + len("test_accuracy")  # figures are right-aligned under their header
+    for name, accuracy in expected.items():
+        row = next(line for line in table if f"[{name}]" in line)
+        assert float(row[:end].split()[-1]) == pytest.approx(accuracy, abs=1e-5)
+    assert any("rmsprop" in line for line in table)  # the param that changed
 
 
 def test_editing_an_unused_optimizer_does_not_invalidate_the_run(project):

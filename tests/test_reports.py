@@ -18,7 +18,8 @@ from stages.core.models import sha256
 from stages.core.params import load_params
 from tools import compare, consistency, leaderboard, vcs
 from tools.compare import Run
-from tools.pr_report import MARKER, Side, parse_numstat, pr_markdown
+from tools.pr_report import MARKER, ONE_MODEL_EACH, Side, parse_numstat, pr_markdown
+from tools.seeded import SeedRuns, Spread, compare_sides
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam", "mlp_128_64_relu-sgd")
@@ -137,11 +138,11 @@ def test_recipes_within_noise_of_the_best_are_tied_by_the_stated_rule(grid):
     grid.write("mlp_128_64_relu-sgd", best=[0.965, 0.969, 0.965])  # behind on every seed
     board, table = grid.leaderboard()
 
-    assert [board[name]["versus_best"] for name in RECIPES] == ["best", "tied", "behind"]
+    assert [board[name]["versus_best"] for name in RECIPES] == ["best", "tied", "worse"]
     verdicts = {row[1]: row[-1] for row in rows(table)}
     assert verdicts["mlp_20_sigmoid-sgd"] == "best"
     assert re.fullmatch(r"tied: -0\.0003 \(95% CI -0\.\d{4} to \+0\.\d{4}\)", verdicts["mlp_20_sigmoid-adam"])
-    assert re.fullmatch(r"behind: -0\.0100 \(95% CI -0\.\d{4} to -0\.\d{4}\)", verdicts["mlp_128_64_relu-sgd"])
+    assert re.fullmatch(r"worse: -0\.0100 \(95% CI -0\.\d{4} to -0\.\d{4}\)", verdicts["mlp_128_64_relu-sgd"])
     assert "Student t interval" in table and "paired by seed" in table and "contains 0" in table
 
 
@@ -337,7 +338,9 @@ def report(base_env=ENVIRONMENT, head_env=ENVIRONMENT, params=None, code=(), met
         "this change", dict(head_env), sides.get("head_metrics", HEAD_METRICS), predictions(984, first_wrong=10)
     )
     params = {"params.yaml": {"optimizer": {"old": "sgd", "new": "adam"}}} if params is None else params
-    return pr_markdown(base, head, params, list(code), metrics_diff() if metrics is None else metrics, "pr-curves.png")
+    metrics = metrics_diff() if metrics is None else metrics
+    return pr_markdown(base, head, params, list(code), metrics, "pr-curves.png", spread=sides.get("spread"),
+                       seeded=sides.get("seeded"))  # fmt: skip
 
 
 def test_pr_report_opens_with_the_headline_metrics_and_whether_the_change_is_beyond_noise():
@@ -351,16 +354,19 @@ def test_pr_report_opens_with_the_headline_metrics_and_whether_the_change_is_bey
         "| test loss | 0.0818 | 0.0790 | -0.0028 |",
         "| best validation accuracy | 0.9768 | 0.9770 | +0.0002 |",
     ]
-    assert lines[9] == (
-        "**Significance:** test accuracy 0.9740 -> 0.9840 (+0.0100, 95% CI +0.0038 to +0.0162); "
+    assert lines[9] == ONE_MODEL_EACH + "  "
+    assert "two trained models" in lines[9] and "not training noise" in lines[9] and "*Across seeds* below" in lines[9]
+    assert lines[10] == (
+        "test accuracy 0.9740 -> 0.9840 (+0.0100, 95% CI +0.0038 to +0.0162); "
         "10 images fixed, 0 broken, of 1,000; McNemar p = 0.0020: significant at 5%"
     )
-    assert lines[11] == "**Params changed:** `optimizer` sgd → adam  "
-    assert lines[12] == "**Code changed:** 1 file: `stages/core/training.py` (+10 −2)  "
+    assert lines[12] == "**Params changed:** `optimizer` sgd → adam  "
+    assert lines[13] == "**Code changed:** 1 file: `stages/core/training.py` (+10 −2)  "
     assert (
-        lines[13] == f"**Numerics:** {ENVIRONMENT['fingerprint']} on both (torch {ENVIRONMENT['torch']}, cpu, 1 thread)"
+        lines[14] == f"**Numerics:** {ENVIRONMENT['fingerprint']} on both (torch {ENVIRONMENT['torch']}, cpu, 1 thread)"
     )
-    assert text.index("### Metrics that changed") > text.index("**Numerics:**")
+    assert text.index("### Metrics that changed") > text.index("### Across seeds") > text.index("**Numerics:**")
+    assert "Not run: `python -m tools.pr_report --base main --seeds 3`" in text
     assert "[Training and validation curves, base and this change overlaid](pr-curves.png)" in text
     assert not re.search(r"\b[0-9a-f]{40}\b", text) and "workspace" not in text
 
@@ -419,6 +425,57 @@ def test_pr_report_on_a_branch_names_it_in_the_title():
     assert "**Significance:** unknown: no per-image predictions (plots/confusion.csv) at a1b2c3d" in text
 
 
+def test_a_one_seed_difference_within_the_grids_seed_spread_is_never_called_significant_without_saying_so():
+    # McNemar p = 0.002 on these images, but seeds alone move the difference by up to 0.012: within training noise.
+    text = report(spread=Spread(0.012, ("mlp_128_64_relu-sgd", "mlp_128_64_relu-adam")))
+    mcnemar = next(line for line in text.splitlines() if "McNemar p = 0.0020" in line)
+    assert mcnemar.endswith(
+        "significant at 5% on these images, but within training noise: seeds alone move such a difference by up "
+        "to ±0.0120"
+    )
+    assert all("within training noise" in line for line in text.splitlines() if "significant" in line)
+    assert "Seeds alone move the difference between one run of each by up to ±0.0120" in text
+    assert "`mlp_128_64_relu-sgd` and `mlp_128_64_relu-adam`" in text
+    beyond = report(spread=Spread(0.005, ("mlp_128_64_relu-sgd", "mlp_128_64_relu-adam")))
+    assert "significant at 5%, and beyond the seed spread (±0.0050)" in beyond
+
+
+def seed_runs(name: str, accuracies: dict[int, float]) -> SeedRuns:
+    """Runs on 1,000 images whose test accuracies are these (best validation accuracy the same)."""
+    return SeedRuns(name, "by hand", accuracies, accuracies,
+                    {seed: predictions(round(value * 1000)) for seed, value in accuracies.items()})  # fmt: skip
+
+
+def test_three_seeds_with_a_clear_gap_are_called_better_and_lead_the_report():
+    seeded = compare_sides(
+        seed_runs("main", {42: 0.970, 43: 0.972, 44: 0.969}),
+        seed_runs("this change", {42: 0.980, 43: 0.983, 44: 0.981}),
+    )
+    assert seeded.verdict == "better" and seeded.test.interval[0] > 0
+    assert re.fullmatch(r"better: test accuracy \+0\.0110 \(95% CI \+0\.\d{4} to \+0\.\d{4}, paired by seed\) "
+                        r"on average over seeds 42, 43, 44", seeded.headline())  # fmt: skip
+    assert seeded.pooled.n == 3000 and seeded.pooled.delta == pytest.approx(0.011)
+    lines = report(seeded=seeded).splitlines()
+    assert lines[9] == f"**Across seeds:** {seeded.headline()}.  " and lines[10] == ONE_MODEL_EACH + "  "
+    section = "\n".join(lines[lines.index("### Across seeds") : lines.index("### Metrics that changed")])
+    assert "| 43 | 0.9720 | 0.9830 | +0.0110 | 0.9720 | 0.9830 |" in section
+    assert (
+        "the leaderboard's rule" in section and "pooled (test-set noise only)" in section and "Not run" not in section
+    )
+    worse = compare_sides(seeded.head, seeded.base)
+    assert worse.verdict == "worse" and worse.headline().startswith("worse: test accuracy -0.0110 (95% CI -0.")
+
+
+def test_three_seeds_that_straddle_zero_are_tied_within_training_noise():
+    seeded = compare_sides(
+        seed_runs("main", {42: 0.9756, 43: 0.9754, 44: 0.9745}),
+        seed_runs("this change", {42: 0.9777, 43: 0.9757, 44: 0.9738}),
+    )
+    assert seeded.verdict == "tied" and seeded.test.interval[0] < 0 < seeded.test.interval[1]
+    assert seeded.headline().startswith("tied within training noise: test accuracy +0.0006 (95% CI -0.")
+    assert f"**Across seeds:** {seeded.headline()}." in report(seeded=seeded)
+
+
 def test_git_output_becomes_report_data():
     assert parse_numstat("10\t2\tstages/core/training.py\n-\t-\tplots/x.png\n") == [
         ("stages/core/training.py", 10, 2), ("plots/x.png", None, None),
@@ -473,10 +530,10 @@ def test_comparison_marks_runs_that_differ_beyond_noise_and_failures_without_num
     header = table.splitlines()[0]
     assert header.endswith("| test_accuracy | test_loss | best_valid_accuracy | best_epoch | num_params | vs main |")
     assert found["main"][-1] == "reference" and found["main"][1] == "aaaaaaa"
-    assert found["with-adam"][-1] == "+0.0100, p = 0.0020: differs"
-    assert found["same"][-1] == "+0.0010, p = 1.0000: within noise"
+    assert found["with-adam"][-1] == "+0.0100, p = 0.0020: differs on the test images (one model each)"
+    assert found["same"][-1] == "+0.0010, p = 1.0000: within test-set noise"
     assert found["broken"][2] == "**FAILED**: error: lr must be > 0" and set(found["broken"][-6:]) == {"-"}
-    assert found["workspace"][1] == "-" and found["workspace"][-1] == "+0.0000, p = 1.0000: within noise"
+    assert found["workspace"][1] == "-" and found["workspace"][-1] == "+0.0000, p = 1.0000: within test-set noise"
     assert "- with-adam vs main: test accuracy 0.9740 -> 0.9840" in table
 
 

@@ -16,6 +16,8 @@ from tools.stats import (
     mcnemar_chi2,
     mcnemar_exact_p,
     paired_interval,
+    seed_spread,
+    seed_verdict,
     summarise_seeds,
     t_critical,
 )
@@ -144,3 +146,17 @@ def test_one_seed_gives_no_verdict():
 def test_cells_with_different_seeds_are_refused():
     with pytest.raises(PipelineError, match=r"different seeds \(1, 2, 3 against 1, 2\)"):
         compare_seeds({1: 0.97, 2: 0.98, 3: 0.97}, {1: 0.97, 2: 0.98})
+
+
+def test_the_words_for_seeds_and_the_seed_spread_of_a_one_seed_difference():
+    best = {1: 0.975, 2: 0.978, 3: 0.976}
+    words = [seed_verdict(compare_seeds(best, {seed: best[seed] + shift for seed in best})) for shift in (0.01, -0.01)]
+    assert words == ["better", "worse"]
+    assert seed_verdict(compare_seeds({1: 0.97}, {1: 0.98})) == "no verdict"
+    # 3-4-5: a difference of two independent runs with these stds has std 0.0005
+    assert seed_spread(0.0003, 0.0004) == pytest.approx(1.959964 * 0.0005, rel=1e-6)
+    one_model_each = compare_predictions(*runs_with(b=1, c=9, same=990))  # +0.008, p = 0.0215
+    assert one_model_each.verdict() == "differs on the test images (one model each)"
+    assert one_model_each.verdict(0.01) == "differs on the test images, within training noise"
+    assert one_model_each.verdict(0.005) == "differs on the test images, beyond the seed spread"
+    assert compare_predictions(*runs_with(b=30, c=30)).verdict(0.01) == "within test-set noise"

@@ -2,14 +2,16 @@
 beyond noise, and the curves overlaid.
 
 Names are experiment names, ``workspace``, or any git revision (``HEAD``, ``HEAD~1``, a branch, a
-short hash); by default the baseline, each of its experiments, and the workspace. Each row shows
-the architecture, optimizer and schedule it chose and only those entries' values (``optimizer.lr``
-is the lr of the row's own optimizer), plus any other param that differs between rows. Every run
-after the first is tested against the first on the same test images (McNemar, from each run's
-``plots/confusion.csv``). A failed experiment is listed as failed with its stage's own error line,
-never with the baseline's numbers that ``dvc exp show`` prints in its place. Each run's results
-must belong together (``tools/consistency.py``). Reads ``dvc exp show --json`` for the list, and
-every file from git at the run's commit (or from disk for the workspace), so it works offline.
+short hash); by default the baseline, each of its experiments, and the workspace. Each row shows the
+architecture, optimizer and schedule it chose and only those entries' values (``optimizer.lr`` is
+the lr of the row's own optimizer), plus any other param that differs between rows. Every run after
+the first is tested against the first on the same test images (McNemar, from each run's
+``plots/confusion.csv``): one model each, so test-set noise only; where the first run's grid holds
+both configurations, a difference that seeds alone could make is called within training noise (the
+words of ``tools/stats.py``). A failed experiment is listed as failed with its stage's own error
+line, never with the baseline's numbers that ``dvc exp show`` prints in its place. Each run's
+results must belong together (``tools/consistency.py``). Reads ``dvc exp show --json`` for the list,
+and every file from git at the run's commit (or from disk for the workspace), so it works offline.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
 from tools import consistency, vcs
 from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
+from tools.seeded import grid_spread
 from tools.stats import compare_pairs
 
 CHOICES = (("arch", "architectures"), ("optimizer", "optimizers"), ("schedule", "schedules"))
@@ -223,7 +226,10 @@ def comparison_markdown(runs: Sequence[Run]) -> str:
         rows.append([run.name, rev, "ok", *shown, *(run.metrics.get(key) for key in HEADLINE_METRICS), cell])
     table = markdown_table(("experiment", "rev", "status", *params, *HEADLINE_METRICS, versus), rows)
     if notes:
-        table += "\nTest accuracy against the first run, image by image (McNemar, exact):\n\n" + "\n".join(notes) + "\n"
+        table += (
+            "\nTest accuracy against the first run, image by image (McNemar, exact; one model each, so training "
+            "noise is not covered: `python -m tools.seeded` covers it):\n\n" + "\n".join(notes) + "\n"
+        )
     return table
 
 
@@ -235,9 +241,9 @@ def _versus(reference: Run, run: Run) -> tuple[str, str | None]:
     result = compare_pairs(reference.predictions, run.predictions)
     if result is None:
         return "other test images", None
-    verdict = "differs" if result.significant else "within noise"
-    p = "p < 0.0001" if result.p_value < 0.0001 else f"p = {result.p_value:.4f}"
-    return f"{result.delta:+.4f}, {p}: {verdict}", result.line()
+    spread = grid_spread(reference.params, run.params, reference.rev, reference.name)
+    value = None if spread is None else spread.value
+    return f"{result.delta:+.4f}, {result.p_text}: {result.verdict(value)}", result.line(spread=value)
 
 
 if __name__ == "__main__":

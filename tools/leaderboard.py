@@ -1,13 +1,14 @@
 """The grid's leaderboard: one row per recipe, each figure a mean over the grid's seeds.
 
 Ranked by mean best validation accuracy, with test accuracy shown beside it: choosing on the test
-set is the mistake the validation split is there to prevent. A recipe whose difference from the
-best is within the seeds' noise is marked tied, by the rule of ``tools/stats.py`` (stated under the
-table). Writes the rows as JSON (declared as DVC metrics: only figures that reproduce bitwise, one
-mean and one standard deviation each, so ``dvc metrics diff`` stays short), the table as markdown
-(with seconds per epoch), and each recipe's validation accuracy per epoch, mean over seeds, in one
-figure. Results that do not belong to params.yaml's grid are refused; a recipe without results
-is listed as failed, never with numbers, and makes the command fail.
+set is the mistake the validation split is there to prevent. A recipe whose difference from the best
+is within the seeds' noise is marked tied, one beyond it worse, by the rule of ``tools/stats.py``
+(stated under the table). Writes the rows as JSON (only figures that reproduce bitwise, one mean
+and one standard deviation each, so ``dvc metrics diff --targets metrics/leaderboard.json`` stays
+short; not a declared DVC metric, which would put it in every row of ``dvc exp show``),
+the table as markdown (with seconds per epoch), and each recipe's validation accuracy per epoch,
+mean over seeds, in one figure. Results that do not belong to params.yaml's grid are refused; a
+recipe without results is listed as failed, never with numbers, and makes the command fail.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from stages.core.errors import PipelineError, run_stage
 from stages.core.params import load_params
 from tools.grid import RecipeRuns, read_grid
 from tools.report import curves_figure, markdown_table
-from tools.stats import SeedComparison, SeedSummary, compare_seeds, summarise_seeds
+from tools.stats import SeedComparison, SeedSummary, compare_seeds, seed_verdict, summarise_seeds
 
 CONFIDENCE = 0.95
 
@@ -54,7 +55,7 @@ class Standing:
             return "failed"
         if self.versus_best is None:
             return "best"
-        return {True: "tied", False: "behind", None: "no verdict"}[self.versus_best.tied]
+        return seed_verdict(self.versus_best)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -174,8 +175,8 @@ def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
         f"Each figure is the mean ± sample standard deviation over seeds {seed_list} (params.yaml: seed, grid.seeds).",
         "Ranked by mean best validation accuracy; test accuracy is shown, never used to choose.",
         f"vs best: a recipe is **tied** with the best when the two-sided {CONFIDENCE:.0%} Student t interval of its "
-        "per-seed difference in best validation accuracy (paired by seed) contains 0, and **behind** when the "
-        "interval lies below 0; one seed gives no verdict (tools/stats.py, `compare_seeds`).",
+        "per-seed difference in best validation accuracy (paired by seed) contains 0 (tied within training noise), "
+        "and **worse** when the interval lies below 0; one seed gives no verdict (tools/stats.py, `compare_seeds`).",
         "s/epoch: training seconds per epoch, mean over seeds; timings vary run to run, so they are not in "
         "metrics/leaderboard.json.",
     ]

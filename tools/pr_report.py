@@ -3,9 +3,15 @@
 The same markdown locally and in CI (``.github/workflows/pr.yml`` only posts it). It opens with a
 warning when the base's results were computed with other numerics than this change's (another
 device, CPU class or torch: then the metrics mix hardware and change), the headline metrics base
--> this change, whether the test-accuracy change is beyond noise (McNemar on the per-image
-predictions), what changed in params and code, and the numerics fingerprint; then only the metrics
-that changed, the curves, and every metric folded away. The base's results and this change's must
+-> this change, what the change in test accuracy is worth, what changed in params and code, and the
+numerics fingerprint; then the check across seeds, only the metrics that changed, the curves, and
+every metric folded away.
+
+Two kinds of noise (``tools/stats.py``): the single configuration is one trained model per side, so
+McNemar on its per-image predictions covers test-set noise only, and the report says so, with the
+seed spread the grid measured for these configurations where it has one. ``--seeds N`` runs the
+seeded check (``tools/seeded.py``: both configurations trained with N seeds, the grid's runs reused)
+and leads with its verdict: better, worse, or tied within training noise. The base's results and this change's must
 each belong together (``tools/consistency.py``), or there is no report.
 
 ``pr_markdown`` builds the text from plain data; ``main`` gathers that data from git and DVC.
@@ -24,6 +30,7 @@ from stages.core import atomic, runtime
 from stages.core.errors import run_stage
 from tools import consistency, vcs
 from tools.report import markdown_table, plot_curves
+from tools.seeded import SeededComparison, Spread, grid_spread, raw_params_at, seeded_check
 from tools.stats import compare_pairs
 
 MARKER = "<!-- mnist-pr-report -->"
@@ -31,6 +38,8 @@ MARKER = "<!-- mnist-pr-report -->"
 HEAD = "this change"
 CODE = ("stages", "tools", "dvc.yaml", "grid/dvc.yaml", "requirements.txt")
 """What counts as code for the report's "code changed" line."""
+EXTRA_METRICS = ("metrics/per_class_accuracy.json", "metrics/leaderboard.json")
+"""Figures that are not DVC metrics (they would crowd every row of `dvc exp show`) but are reported."""
 HEADLINE = (
     ("test accuracy", "test_accuracy"),
     ("test loss", "test_loss"),
@@ -56,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, default=Path("pr-report.md"))
     parser.add_argument("--figure", type=Path, default=Path("pr-curves.png"))
     parser.add_argument("--figure-url", help="where readers find the figure (CI: the run's artifacts)")
+    parser.add_argument("--seeds", type=int, help="also run the seeded check with this many seeds per side")
     args = parser.parse_args(argv)
 
     commit = vcs.resolve(args.base)
@@ -75,9 +85,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         head,
         params_diff=_json_output("dvc", "params", "diff", "--json", commit),
         code_changes=parse_numstat(vcs.output("git", "diff", "--numstat", commit, "--", *CODE)),
-        metrics_diff=_json_output("dvc", "metrics", "diff", "--all", "--json", commit),
+        metrics_diff={
+            **_json_output("dvc", "metrics", "diff", "--all", "--json", commit),
+            **_json_output("dvc", "metrics", "diff", "--all", "--json", commit, "--targets", *EXTRA_METRICS),
+        },
         figure=args.figure_url or str(args.figure),
         branch=vcs.branch(),
+        spread=grid_spread(raw_params_at(commit, name), raw_params_at(vcs.WORKSPACE, HEAD), commit, name),
+        seeded=None if args.seeds is None else seeded_check(commit, name, args.seeds),
+        base_ref=args.base,
     )
     atomic.write_text(args.markdown, report)
     print(report, end="")
@@ -105,22 +121,33 @@ def pr_markdown(
     metrics_diff: Mapping[str, Mapping[str, Mapping[str, Any]]],
     figure: str,
     branch: str | None = None,
+    spread: Spread | None = None,
+    seeded: SeededComparison | None = None,
+    base_ref: str = "main",
 ) -> str:
     """The report. ``params_diff`` is ``dvc params diff --json``'s, ``metrics_diff`` ``dvc metrics
     diff --all --json``'s (unchanged metrics included: they fill the folded table), ``code_changes``
-    ``parse_numstat``'s. ``figure`` is a link: a PR comment cannot hold an image, so CI uploads it."""
+    ``parse_numstat``'s. ``figure`` is a link: a PR comment cannot hold an image, so CI uploads it.
+    ``spread`` is the grid's seed spread for the two configurations, ``seeded`` the seeded check's
+    result; ``base_ref`` is the base as the command to rerun names it."""
     title = f"`{branch}` ({HEAD})" if branch else HEAD
     lines = [MARKER, f"## Pipeline report: {title} against `{base.name}`", ""]
     warning = fingerprint_difference(base, head)
     if warning:
         lines += [f"> **Warning: {warning}**", ""]
-    lines += [headline_table(base, head), significance(base, head), ""]
+    lines += [headline_table(base, head)]
+    if seeded is not None:
+        lines += [f"**Across seeds:** {seeded.headline()}.  "]
+    lines += [significance(base, head, spread), ""]
     params = _params_changes(params_diff)
     lines += [
         f"**Params changed:** {'; '.join(params) if params else 'none'}  ",
         f"**Code changed:** {_code_line(code_changes)}  ",
         f"**Numerics:** {numerics_line(base, head)}",
         "",
+        "### Across seeds",
+        "",
+        seeded.markdown() if seeded is not None else _seeded_pointer(spread, base_ref),
         "### Metrics that changed",
         "",
     ]
@@ -161,15 +188,32 @@ def headline_table(base: Side, head: Side) -> str:
     return markdown_table(("metric", base.name, head.name, "Δ"), rows)
 
 
-def significance(base: Side, head: Side) -> str:
-    """McNemar on each test image's correctness, base against this change, with its interval."""
+ONE_MODEL_EACH = (
+    "**One trained model each:** this compares two trained models on the same test images, so it covers "
+    "test-set noise but not training noise (what another seed would change): see *Across seeds* below."
+)
+
+
+def significance(base: Side, head: Side, spread: Spread | None = None) -> str:
+    """McNemar on each test image's correctness, base against this change, with its interval, under
+    the sentence that says what it does not cover; with the grid's ``spread``, whether the difference
+    is within training noise."""
     if base.predictions is None or head.predictions is None:
         missing = base.name if base.predictions is None else head.name
         return f"**Significance:** unknown: no per-image predictions ({vcs.PREDICTIONS}) at {missing}"
     comparison = compare_pairs(base.predictions, head.predictions)
     if comparison is None:
         return f"**Significance:** not comparable: {base.name} and {head.name} were tested on different images"
-    return f"**Significance:** {comparison.line()}"
+    return f"{ONE_MODEL_EACH}  \n{comparison.line(spread=None if spread is None else spread.value)}"
+
+
+def _seeded_pointer(spread: Spread | None, base_ref: str) -> str:
+    measured = f"{spread.sentence()} " if spread else "The grid has no runs of these configurations. "
+    return (
+        f"{measured}Not run: `python -m tools.pr_report --base {base_ref} --seeds 3` (in CI, the label `seeded`) "
+        "trains both configurations with the grid's seeds, reusing the grid's runs, and says better, worse or "
+        "tied within training noise.\n"
+    )
 
 
 def fingerprint_difference(base: Side, head: Side) -> str | None:

@@ -14,6 +14,13 @@ are compared seed by seed; a cell is tied with the best when the two-sided Stude
 (95% by default) of the mean per-seed difference contains 0. One seed gives no verdict
 (``tied is None``). Cells whose seeds differ are refused rather than compared by Welch's test:
 in the grid every cell has the same seeds, so a missing one is a failed run to rerun.
+
+Two kinds of noise, and the words for each, shared by every report: McNemar on one model per side
+measures test-set noise only (which images a given model gets right): its result *differs on the
+test images* or is *within test-set noise*. Seeds measure training noise (what another seed would
+change): across seeds a change is *better*, *worse* or *tied*. Where one model per side differs
+on the test images by less than the grid's seed spread (``seed_spread``), it is *within training
+noise*.
 """
 
 from __future__ import annotations
@@ -75,18 +82,44 @@ class PairedComparison:
     alpha: float
     significant: bool
 
-    def line(self, metric: str = "test accuracy") -> str:
+    @property
+    def p_text(self) -> str:
+        return "p < 0.0001" if self.p_value < 0.0001 else f"p = {self.p_value:.4f}"
+
+    def line(self, metric: str = "test accuracy", spread: float | None = None) -> str:
         """One line for a report, e.g. ``test accuracy 0.9744 -> 0.9775 (+0.0031, 95% CI +0.0012
-        to +0.0050); 72 images fixed, 41 broken, of 10,000; McNemar p = 0.0043: significant at 5%``."""
+        to +0.0050); 72 images fixed, 41 broken, of 10,000; McNemar p = 0.0043: significant at 5%``;
+        with ``spread`` (``seed_spread``), what a significant result means next to training noise."""
         low, high = self.interval
-        p = "p < 0.0001" if self.p_value < 0.0001 else f"p = {self.p_value:.4f}"
         verdict = "significant" if self.significant else "not significant"
-        return (
+        line = (
             f"{metric} {self.accuracy_a:.4f} -> {self.accuracy_b:.4f} ({self.delta:+.4f}, "
             f"{_percent(1 - self.alpha)} CI {low:+.4f} to {high:+.4f}); "
             f"{self.c:,} images fixed, {self.b:,} broken, of {self.n:,}; "
-            f"McNemar {p}: {verdict} at {_percent(self.alpha)}"
+            f"McNemar {self.p_text}: {verdict} at {_percent(self.alpha)}"
         )
+        if self.significant and spread is not None:
+            within = abs(self.delta) <= spread
+            line += (
+                f" on these images, but {WITHIN_TRAINING}: seeds alone move such a difference by up to ±{spread:.4f}"
+                if within
+                else f", and beyond the seed spread (±{spread:.4f})"
+            )
+        return line
+
+    def verdict(self, spread: float | None = None) -> str:
+        """In the shared words (module docstring): ``within test-set noise``, or ``differs on the test
+        images`` and, with the grid's ``spread``, whether that is within training noise."""
+        if not self.significant:
+            return WITHIN_TEST_SET
+        if spread is None:
+            return f"{DIFFERS} (one model each)"
+        return f"{DIFFERS}, {WITHIN_TRAINING if abs(self.delta) <= spread else 'beyond the seed spread'}"
+
+
+WITHIN_TEST_SET = "within test-set noise"
+DIFFERS = "differs on the test images"
+WITHIN_TRAINING = "within training noise"
 
 
 def compare_predictions(
@@ -180,6 +213,20 @@ def compare_seeds(best: Mapping[int, float], other: Mapping[int, float], confide
         return SeedComparison(1, mean, None, None)
     half = t_critical(n - 1, confidence) * statistics.stdev(differences) / math.sqrt(n)
     return SeedComparison(n, mean, (mean - half, mean + half), mean - half <= 0 <= mean + half)
+
+
+def seed_verdict(comparison: SeedComparison) -> str:
+    """``other`` against ``best`` in the shared words: better, worse, tied, or no verdict (one seed)."""
+    if comparison.tied is None:
+        return "no verdict"
+    return "tied" if comparison.tied else "better" if comparison.difference > 0 else "worse"
+
+
+def seed_spread(std_a: float, std_b: float, confidence: float = 0.95) -> float:
+    """How far seeds alone move the difference between one run of each of two configurations whose
+    metric has these standard deviations over seeds: the two-sided normal bound of a difference of
+    independent runs, z * sqrt(std_a^2 + std_b^2) (1.96 for 95%)."""
+    return statistics.NormalDist().inv_cdf((1 + confidence) / 2) * math.hypot(std_a, std_b)
 
 
 def t_critical(df: int, confidence: float = 0.95) -> float:
