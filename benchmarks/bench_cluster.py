@@ -49,7 +49,7 @@ def main() -> None:
         for command in (
             ["git", "commit", "-qam", "benchmark grid"],
             ["git", "init", "-q", "--bare", str(origin)],
-            ["git", "remote", "add", "origin", str(origin)],
+            ["git", "remote", "set-url", "origin", str(origin)],
             ["git", "push", "-q", "origin", "HEAD:main"],
             ["dvc", "push", "-q"],
         ):
