@@ -66,7 +66,7 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
         mirror = folder / "mirror"
         checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
         params.update(mirror_params(checksums))
-    params["split"] = {"train_size": args.train_size, "valid_size": args.valid_size}
+    params["split"].update(train_size=args.train_size, valid_size=args.valid_size)
     params["train"]["epochs"] = args.epochs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = shell_env(mirror.resolve())

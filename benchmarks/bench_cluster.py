@@ -1,0 +1,85 @@
+"""The grid through the Dask engine against ``dvc repro grid/dvc.yaml``, side by side, on this machine.
+
+A clone of HEAD with a small grid committed (the chosen recipes, ``--seeds`` seeds, ``--epochs``
+epochs) and its split in a DVC remote beside it, with a bare repository as its Git remote; then,
+each in a copy of it: ``dvc repro grid/dvc.yaml`` (a recipe's seeds side by side, as many as the
+cores hold), and ``python -m tools.cluster run --engine dask --workers N`` (N one-thread workers,
+each cell's seeds one at a time), until both workspaces hold the gathered grid and leaderboard.
+
+    python -m benchmarks.bench_cluster --data synthetic --epochs 1 --train-size 400 --valid-size 100
+    python -m benchmarks.bench_cluster --data real --mirror /path/to/mnist-gz --epochs 17 \\
+        --recipes $(python -c 'import yaml; print(",".join(yaml.safe_load(open("params.yaml"))["grid"]["recipes"]))')
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.bench_queue import prepared_clone, run
+from stages.cell import JOBS_ENV
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic")
+    parser.add_argument("--mirror", type=Path, help="folder of the four MNIST .gz files (for --data real)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-size", type=int, default=400)
+    parser.add_argument("--valid-size", type=int, default=100)
+    parser.add_argument("--recipes", default="mlp_20_sigmoid-sgd,mlp_128_64_relu-sgd", help="comma-separated")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers, one thread each")
+    args = parser.parse_args()
+    if args.data == "real" and args.mirror is None:
+        parser.error("--data real needs --mirror")
+    with tempfile.TemporaryDirectory() as folder:
+        repo, env = prepared_clone(Path(folder), args)
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        recipes = args.recipes.split(",")
+        params["grid"] = {"seeds": args.seeds, "recipes": {name: params["grid"]["recipes"][name] for name in recipes}}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        origin = Path(folder) / "origin.git"
+        for command in (
+            ["git", "commit", "-qam", "benchmark grid"],
+            ["git", "init", "-q", "--bare", str(origin)],
+            ["git", "remote", "set-url", "origin", str(origin)],
+            ["git", "push", "-q", "origin", "HEAD:main"],
+            ["dvc", "push", "-q"],
+        ):
+            run(command, repo, env)
+        serial = shutil.copytree(repo, Path(folder) / "serial", symlinks=True)
+        seconds = {
+            "dvc repro grid/dvc.yaml": timed(["dvc", "repro", "grid/dvc.yaml"], serial, env),
+            f"tools.cluster, Dask, {args.workers} one-thread workers": timed(
+                [sys.executable, "-m", "tools.cluster", "run", "--engine", "dask", "--workers", str(args.workers)],
+                repo,
+                {**env, JOBS_ENV: "1"},
+            ),
+        }
+    cells = len(recipes)
+    (one, one_s), (dask, dask_s) = seconds.items()
+    print(f"{cells} cells ({args.recipes}) x {args.seeds} seeds, {args.epochs} epochs, {args.data} data "
+          f"{args.train_size}/{args.valid_size}:")  # fmt: skip
+    print(f"  {one}: {one_s:.1f} s\n  {dask}: {dask_s:.1f} s")
+    print(f"  ratio {dask_s / one_s:.2f}x; {(dask_s - one_s) / cells:+.1f} s per cell")
+
+
+def timed(command: list[str], repo: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    run(command, repo, env)
+    seconds = time.perf_counter() - started
+    status = run(["dvc", "status", "grid/dvc.yaml"], repo, env).strip()
+    if status != "Data and pipelines are up to date.":
+        raise SystemExit(f"{' '.join(command)} left the grid out of date:\n{status}")
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
