@@ -3,7 +3,8 @@
 Writes ``<out>/seed-<n>/``: ``train.json`` and ``evaluate.json`` (the metrics the single
 configuration writes), ``loss.csv`` (its curves), ``predictions.csv`` (``actual,predicted`` per
 test image, for paired tests between runs) and ``log.json`` (provenance, environment, timings).
-No model is kept: the grid is there to compare runs, and each one reproduces bit for bit. Seeds
+No model is kept: the grid is there to compare runs, and each one reproduces bit for bit. The
+seeds' files replace the last run's together, once every seed is done. Seeds
 run side by side, one process each (``--jobs``, else ``MNIST_GRID_JOBS``, else as many as the
 cores hold at params' ``threads`` each), since each has its own threads and the thread count is
 part of the result; how many run at once changes no result, only the time.
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from stages.core import atomic, data, results, runtime
 from stages.core.errors import run_stage
 from stages.core.models import count_parameters
-from stages.core.params import load_params
+from stages.core.params import check_unchanged, load_params
 from stages.core.run import train_run
 from stages.core.training import evaluate
 
@@ -43,21 +45,31 @@ def main() -> None:
     runs = [(args.params, args.recipe, seed, args.split, args.out, args.checkpoints) for seed in params.grid_seeds]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     jobs = min(len(runs), args.jobs or int(os.environ.get(JOBS_ENV, 0)) or max(1, cores // params.threads))
-    if jobs == 1:
-        for run in runs:
-            train_and_test(*run)
-        return
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in [pool.submit(train_and_test, *run) for run in runs]:
-            future.result()  # a seed's error ends the stage with that error
+    with atomic.Outputs() as outputs:  # a seed's error ends the stage with that error, and nothing replaced
+        if jobs == 1:
+            for run in runs:
+                outputs.staged += train_and_test(*run)
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for future in [pool.submit(train_and_test, *run) for run in runs]:
+                    outputs.staged += future.result()
+        check_unchanged(params)
+    for seed in params.grid_seeds:  # kept until now: a seed that failed reruns only itself
+        checkpoint_path(args.checkpoints, args.recipe, seed).unlink(missing_ok=True)
+    for stale in set(args.out.glob("seed-*")) - {args.out / f"seed-{seed}" for seed in params.grid_seeds}:
+        shutil.rmtree(stale)  # a seed of a run with more seeds: DVC no longer empties the folder (persist)
 
 
-def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Path, checkpoints: Path) -> None:
+def train_and_test(
+    params_path: str, name: str, seed: int, split: Path, out: Path, checkpoints: Path
+) -> list[tuple[Path, Path]]:
+    """Trains and tests one seed; returns its files, written beside their targets, for ``main`` to
+    rename together with the other seeds'."""
     recipe = load_params(params_path).recipe(name, seed)
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
     tag = f"[{name} seed {seed}]"
     run = train_run(
-        recipe, split, checkpoints / f"grid-{name}-seed{seed}.pt", device, runtime.environment(device, recipe.numerics),
+        recipe, split, checkpoint_path(checkpoints, name, seed), device, runtime.environment(device, recipe.numerics),
         say=lambda line: print(tag, line, flush=True),
     )  # fmt: skip
     test_set = data.load_subset(split / "test.pt")
@@ -73,7 +85,12 @@ def train_and_test(params_path: str, name: str, seed: int, split: Path, out: Pat
             folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test)
         )
         outputs.json(folder / "log.json", run.log())
-    run.checkpoints.remove()
+        staged, outputs.staged = outputs.staged, []  # renamed by main, with the other seeds'
+    return staged
+
+
+def checkpoint_path(checkpoints: Path, name: str, seed: int) -> Path:
+    return checkpoints / f"grid-{name}-seed{seed}.pt"
 
 
 if __name__ == "__main__":

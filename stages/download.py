@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stages.core import mirrors
 from stages.core.errors import run_stage
-from stages.core.params import load_params
+from stages.core.params import check_unchanged, load_params
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     urls = mirrors.mirrors_to_try(params.download.mirrors)
-    mirrors.download_all(params.download.sha256, urls, args.out)
+    mirrors.download_all(params.download.sha256, urls, args.out, lambda: check_unchanged(params))
 
 
 if __name__ == "__main__":

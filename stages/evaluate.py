@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stages.core import atomic, data, figures, results, runtime
 from stages.core.errors import run_stage
-from stages.core.params import load_model_for, load_params
+from stages.core.params import check_unchanged, load_model_for, load_params
 from stages.core.training import evaluate
 
 
@@ -56,6 +56,7 @@ def main() -> None:
         outputs.bytes(args.confusion_figure, figures.png_bytes(figures.confusion_figure(counts)))
         outputs.bytes(args.predictions_figure, figures.png_bytes(predictions))
         outputs.json(args.log, results.evaluate_log(trained.params_digest, trained.sha256, environment, seconds))
+        check_unchanged(params)
 
 
 if __name__ == "__main__":

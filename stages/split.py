@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stages.core import atomic, data, figures
 from stages.core.errors import run_stage
-from stages.core.params import load_params
+from stages.core.params import check_unchanged, load_params
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
             outputs.bytes(args.out / f"{name}.pt", data.subset_bytes(subset))
             print(f"{name}: {len(subset):,} images")
         outputs.bytes(args.samples, figures.png_bytes(figures.samples_figure(train.images, train.labels)))
+        check_unchanged(params)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from stages.core import atomic, figures, results, runtime
 from stages.core.errors import run_stage
 from stages.core.models import build_model, count_parameters, summary_table
-from stages.core.params import load_params
+from stages.core.params import check_unchanged, load_params
 from stages.core.run import train_run
 
 
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("models/checkpoints/train.pt"), help="kept per epoch")
     args = parser.parse_args()
 
-    recipe = load_params(args.params).recipe()
+    params = load_params(args.params)
+    recipe = params.recipe()
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
     environment = runtime.environment(device, recipe.numerics)
     summary = summary_table(build_model(recipe.architecture).to(device))  # train_run seeds its own model
@@ -50,6 +51,7 @@ def main() -> None:
         outputs.bytes(args.curves_figure, figures.png_bytes(figure))
         outputs.json(args.metrics, results.train_metrics(run.result, count_parameters(run.model)))
         outputs.json(args.log, run.log())
+        check_unchanged(params)
     run.checkpoints.remove()
 
 

@@ -228,3 +228,33 @@ def test_dvc_set_params_changes_only_the_lines_it_sets(tmp_path):
     assert len(before) == len(after)
     changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     assert changed == [("optimizer: sgd", "optimizer: adam"), ("    - 20", "    - 30")]
+
+
+def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
+    """yaml.safe_load would take the last value silently, and DVC would refuse the file."""
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text() + "seed: 7\n")
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert str(error.value).startswith(f"{path} is not valid YAML: key 'seed' appears twice (line ")
+
+
+def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
+    """Nine levels of nine aliases: shared lists when loaded, 387 million strings if the error line expanded them."""
+    bomb = ['arch: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"grid_{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, 9)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(bomb) + "\n" + (ROOT / "params.yaml").read_text().replace("arch: mlp_128_64_relu\n", ""))
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 400
+
+
+def test_a_network_too_large_to_allocate_is_refused_by_its_parameter_count():
+    message = error_for(with_changes(**{"architectures.mlp_20_sigmoid.hidden": [1_000_000_000]}))
+    assert message == (
+        "params.yaml: architectures.mlp_20_sigmoid has 795,000,000,010 parameters; at most 100,000,000 are allowed"
+    )
+    assert "expected a list of integers from 1 to 1,000,000,000" in error_for(
+        with_changes(**{"architectures.mlp_20_sigmoid.hidden": [10**30]})
+    )

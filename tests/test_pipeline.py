@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shlex
 import signal
@@ -173,3 +174,154 @@ def test_an_interrupted_train_stage_resumes_and_ends_as_an_uninterrupted_run(pro
     assert ("resuming after epoch" in out) == resumed
     assert {path: (project.root / path).read_bytes() for path in files} == baseline
     assert not checkpoint.exists()  # removed once the outputs are written
+
+
+SPLIT = ("data/split/train.pt", "data/split/valid.pt", "data/split/test.pt")
+
+
+def test_split_sizes_beyond_the_images_fail_in_one_line_and_keep_the_split(project):
+    """DVC deletes a stage's outputs before it runs: only `persist` keeps them for the failure."""
+    kept = {path: (project.root / path).read_bytes() for path in (*SPLIT, *RESULTS)}
+    failed = project.run("dvc", "exp", "run", "-S", "split.train_size=900", check=False)
+    assert failed.returncode != 0
+    assert "split.train_size + split.valid_size = 900 + 200 = 1100 exceeds the 1000 training images" in failed.stderr
+    assert {path: (project.root / path).read_bytes() for path in kept} == kept
+    project.run("git", "checkout", "params.yaml")
+    assert "Data and pipelines are up to date" in project.run("dvc", "status", "dvc.yaml").stdout
+
+
+def started(project, *command: str, **limits) -> subprocess.Popen:
+    """``python -m stages.<command>`` in the project, Ctrl-C raising KeyboardInterrupt in it as in a
+    terminal (a background shell would leave SIGINT ignored), with resource ``limits`` set."""
+    import resource
+
+    def child() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for name, value in limits.items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", *command], cwd=project.root, env=project.env, preexec_fn=child,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def after_epoch_one(process: subprocess.Popen, then) -> tuple[int, str]:
+    for line in process.stdout:
+        if line.startswith("Epoch : 1/"):
+            then()
+            break
+    process.stdout.read()
+    return process.wait(), process.stderr.read()
+
+
+def test_params_changed_while_training_are_refused_before_anything_is_written(project):
+    """As a second `dvc exp run` in this workspace does: DVC would record the new params beside the old run's model."""
+    baseline = results(project)
+    train = started(project, "stages.train")
+    code, err = after_epoch_one(train, lambda: project.set_params(seed=7))
+    assert code == 2
+    assert err.startswith("error: params.yaml changed while this stage ran (another `dvc exp run` in this workspace")
+    assert results(project) == baseline
+
+
+def test_ctrl_c_during_training_is_one_line_and_the_checkpoint_is_kept(project):
+    baseline = results(project)
+    train = started(project, "stages.train")
+    code, err = after_epoch_one(train, lambda: train.send_signal(signal.SIGINT))
+    assert (code, err) == (130, "error: interrupted (Ctrl-C); the outputs are all this run's or all the last run's\n")
+    assert results(project) == baseline and (project.root / "models/checkpoints/train.pt").exists()
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file(project):
+    """`ulimit -f 300`: the first checkpoint (the model and its optimizer state) is larger."""
+    baseline = results(project)
+    train = started(project, "stages.train", RLIMIT_FSIZE=300 * 1024)
+    train.stdout.read()
+    assert train.wait() == 2
+    assert train.stderr.read() == (
+        "error: cannot write models/checkpoints/train.pt: File too large; nothing replaced\n"
+    )
+    assert results(project) == baseline
+
+
+def test_a_missing_raw_file_is_one_line_naming_it_and_the_stage_to_run(project, in_process):
+    (project.root / "data/raw/t10k-labels-idx1-ubyte").unlink()
+    code, _, err = in_process(project, "split")
+    assert code == 2
+    assert (
+        err == "error: data/raw/t10k-labels-idx1-ubyte not found: run the download stage first (dvc repro download)\n"
+    )
+
+
+def every_output(project) -> dict[str, bytes]:
+    folders = ("data", "models", "metrics", "plots", "logs", "grid/runs")
+    files = [path for folder in folders for path in (project.root / folder).rglob("*") if path.is_file()]
+    return {str(path.relative_to(project.root)): path.read_bytes() for path in files}
+
+
+@pytest.mark.slow
+def test_bad_params_fail_every_stage_before_any_output_is_removed(project):
+    before = every_output(project)
+    project.set_params(evaluate={"batch_size": 0})
+    stages = (
+        "download",
+        "split",
+        "train",
+        "evaluate",
+        "grid/dvc.yaml:cell@mlp_20_sigmoid-sgd",
+        "grid/dvc.yaml:leaderboard",
+    )
+    for stage in stages:
+        failed = project.run("dvc", "repro", "--force", "--single-item", stage, check=False)
+        assert failed.returncode != 0 and "evaluate.batch_size = 0 is invalid" in failed.stderr, stage
+    assert every_output(project) == before
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_before_a_code_change_is_not_resumed_by_the_new_code(project):
+    """Kill `dvc repro` after epoch 1, add label smoothing to the loss, `dvc repro`: the new code
+    trains from the first epoch, and gives the bytes of an uninterrupted run of it."""
+    repro = subprocess.Popen(
+        ["dvc", "repro", "--force", "train"], cwd=project.root, env=project.env, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    for line in repro.stdout:
+        if line.startswith("Epoch : 1/"):
+            os.killpg(repro.pid, signal.SIGKILL)  # DVC and the stage it runs
+            break
+    repro.wait()
+    assert (project.root / "models/checkpoints/train.pt").exists()
+    training = project.root / "stages/core/training.py"
+    loss = "F.cross_entropy(model(features), labels)"
+    training.write_text(training.read_text().replace(loss, loss[:-1] + ", label_smoothing=0.1)"))
+    out = project.run("dvc", "repro").stdout
+    assert "set aside" in out and "resuming" not in out
+    resumed = results(project)
+    project.run("dvc", "repro", "--force", "train", "evaluate")
+    assert results(project) == resumed
+    assert "Data and pipelines are up to date" in project.run("dvc", "status", "dvc.yaml").stdout
+
+
+@pytest.mark.slow
+def test_two_experiments_at_once_never_leave_results_that_dvc_calls_up_to_date_but_params_would_not_make(project):
+    """DVC 3.67 writes a second `dvc exp run`'s -S values into params.yaml while the first one's stage
+    runs (it holds its repo lock only between stages); what the project guarantees is what is left."""
+    from stages.core.params import load_params
+
+    first = subprocess.Popen(
+        ["dvc", "exp", "run", "-S", "train.epochs=40"], cwd=project.root, env=project.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    for line in first.stdout:
+        if line.startswith("Epoch : 1/"):
+            break
+    second = project.run("dvc", "exp", "run", "-S", "train.epochs=4", check=False)
+    first.stdout.read()
+    first.wait()
+    assert second.returncode != 0 or first.returncode != 0  # one workspace, one run at a time
+    status = json.loads(project.run("dvc", "status", "--json", "dvc.yaml").stdout)
+    if "train" not in status:  # dvc.lock vouches for the model: it must be what params.yaml makes
+        log = json.loads(project.read("logs/train.json"))
+        assert log["params_digest"] == load_params(project.root / "params.yaml").recipe().digest
+        assert len(project.read("plots/loss.csv").splitlines()) == 1 + project.params()["train"]["epochs"]

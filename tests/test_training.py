@@ -6,14 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.core import data, runtime
+from stages.core import checkpoint, data, runtime
 from stages.core.checkpoint import FileCheckpoints
+from stages.core.errors import PipelineError
 from stages.core.models import CNN, MLP, ConvBlock, Head, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import TrainParams
 from stages.core.schedules import ScheduleSpec, build_scheduler
 from stages.core.synthetic import synthetic_digits
 from stages.core.training import Diverged, fit
+from tests.conftest import ROOT
 
 CPU = torch.device("cpu")
 SEED = 5
@@ -137,6 +139,65 @@ def test_a_checkpoint_of_another_run_is_set_aside_not_resumed(split, tmp_path):
     said = []
     _, result, _, _ = run(split, settings(), checkpoints=FileCheckpoints(path, "these params", say=said.append))
     assert len(result.history) == 4
-    assert said == [f"{path} was made by a run with other params, data or numerics: set aside as {path}.stale; "
+    assert said == [f"{path} was made by a run with other code, params, data or numerics: set aside as {path}.stale; "
                     "training from the first epoch"]  # fmt: skip
     assert (tmp_path / "checkpoint.pt.stale").exists()
+
+
+def tamper(path, change) -> None:
+    saved = torch.load(path, weights_only=True)
+    change(saved["state"])
+    torch.save(saved, path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda state: state["history"][0].update(valid_accuracy="0.99"),
+        lambda state: state["history"][0].update(epoch=2),
+        lambda state: state["history"].append({**state["history"][0], "epoch": 2, "train_loss": float("nan")}),
+        lambda state: state["best"].update(epoch=7),
+        lambda state: state.pop("history"),
+    ],
+    ids=["text-accuracy", "renumbered", "nan-loss", "best-beyond-history", "no-history"],
+)
+def test_a_tampered_checkpoint_with_the_right_key_is_set_aside_not_resumed(split, tmp_path, change):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        run(split, settings(), checkpoints=FileCheckpoints(path, "key"), on_epoch=interrupt_after(1))
+    tamper(path, change)
+    said = []
+    _, result, _, _ = run(split, settings(), checkpoints=FileCheckpoints(path, "key", say=said.append))
+    assert said == [f"{path} holds no training state this stage wrote: set aside as {path}.stale; "
+                    "training from the first epoch"]  # fmt: skip
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("content", [torch.zeros(3), [1, 2], {"key": "key", "state": torch.zeros(3)}])
+def test_a_checkpoint_that_is_no_dict_of_state_is_set_aside(split, tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(content, path)
+    said = []
+    _, result, _, _ = run(split, settings(epochs=1), checkpoints=FileCheckpoints(path, "key", say=said.append))
+    assert len(said) == 1 and "holds no training state this stage wrote" in said[0] and len(result.history) == 1
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_one_line_naming_it(split, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(Interrupt):
+        run(split, settings(), checkpoints=FileCheckpoints(path, "key"), on_epoch=interrupt_after(1))
+    tamper(path, lambda state: state["model"].update({name: torch.zeros(2) for name in state["model"]}))
+    with pytest.raises(PipelineError, match=rf"^{path} does not fit this run \(.*\): delete it to train from the"):
+        run(split, settings(), checkpoints=FileCheckpoints(path, "key"))
+
+
+def test_the_checkpoint_key_covers_the_code_this_process_runs():
+    """A checkpoint of other code is set aside: the key hashes the files of every stages module loaded."""
+    files = {path.relative_to(ROOT).as_posix() for path in checkpoint.code_files()}
+    assert {
+        "stages/__init__.py",
+        "stages/core/training.py",
+        "stages/core/checkpoint.py",
+        "stages/core/models.py",
+    } <= files
+    assert all(name.startswith("stages/") for name in files)

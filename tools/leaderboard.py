@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from stages.core import atomic, figures
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_params
+from stages.core.params import check_unchanged, load_params
 from tools.grid import RecipeRuns, read_grid
 from tools.report import curves_figure, markdown_table
 from tools.stats import SeedComparison, SeedSummary, compare_seeds, seed_verdict, summarise_seeds
@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         outputs.json(args.json, leaderboard_json(board, list(params.grid.recipes)))
         outputs.text(args.markdown, table)
         outputs.bytes(args.figure, figures.png_bytes(leaderboard_figure(board, params.grid_seeds)))
+        check_unchanged(params)
     print(table, end="")
     failed = [standing.recipe for standing in board if standing.rank is None]
     if failed:

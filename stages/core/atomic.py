@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stages.core.errors import PipelineError
+
 TEMP_SUFFIX = ".tmp"
 DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -97,8 +99,10 @@ def _temporary(target: Path, data: bytes) -> Path:
             handle.flush()
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
             os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as error:
         Path(name).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, a file-size limit: one line naming the file
+            raise PipelineError(f"cannot write {target}: {error.strerror or error}; nothing replaced") from None
         raise
     return Path(name)
 

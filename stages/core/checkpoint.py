@@ -7,9 +7,12 @@ DVC deletes a stage's outputs before running it, so the checkpoint is no output:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import math
 import pickle
+import sys
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,17 +20,21 @@ from typing import Any
 
 import torch
 
+import stages
 from stages.core import atomic
-from stages.core.training import Checkpoints
+from stages.core.training import Checkpoints, EpochResult
+
+EPOCH_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
 
 
 class FileCheckpoints(Checkpoints):
     """A checkpoint file that belongs to one run: ``key`` names everything the run's bits depend on
-    (its params, its data, the numerics fingerprint). A file with another key, or one that cannot
+    (its code, params, data, the numerics fingerprint). A file with another key, or one that cannot
     be read, is never resumed: it is set aside with one line saying so."""
 
     def __init__(self, path: Path, key: str, say: Callable[[str], None] = print):
         self.path, self.key, self.say = path, key, say
+        self.name = str(path)
         self.resumed_after = 0
 
     def load(self) -> dict[str, Any] | None:
@@ -37,11 +44,13 @@ class FileCheckpoints(Checkpoints):
             # onto the CPU, whatever the run's device: generator states must be CPU tensors, and
             # load_state_dict moves weights and optimizer state to where the model is
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
-            key, state = saved["key"], saved["state"]
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile):
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile):
             return self._set_aside("cannot be read")
+        if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) or not _history_ok(saved["state"]):
+            return self._set_aside("holds no training state this stage wrote")
+        key, state = saved.get("key"), saved["state"]
         if key != self.key:
-            return self._set_aside("was made by a run with other params, data or numerics")
+            return self._set_aside("was made by a run with other code, params, data or numerics")
         self.resumed_after = len(state["history"])
         self.say(f"resuming after epoch {self.resumed_after} from {self.path}")
         return state
@@ -60,8 +69,33 @@ class FileCheckpoints(Checkpoints):
         self.say(f"{self.path} {why}: set aside as {stale}; training from the first epoch")
 
 
+def _history_ok(state: dict[str, Any]) -> bool:
+    """The epochs 1, 2, ... in order, each with its finite losses and an accuracy in [0, 1]: what a
+    resumed run reports and keeps as if it had trained them."""
+    history, best = state.get("history"), state.get("best")
+    if not isinstance(history, list) or not isinstance(best, dict) or best.get("epoch") not in range(len(history) + 1):
+        return False
+    for number, row in enumerate(history, start=1):
+        if not isinstance(row, dict) or list(row) != EPOCH_FIELDS or row["epoch"] != number:
+            return False
+        values = [row[name] for name in EPOCH_FIELDS[1:]]
+        if not all(isinstance(value, float) and math.isfinite(value) for value in values) or not 0 <= values[-1] <= 1:
+            return False
+    return True
+
+
+def code_files() -> list[Path]:
+    """This process's code: every file of the ``stages`` package it has imported (the modules a
+    stage's ``deps`` in dvc.yaml name), sorted."""
+    package = Path(stages.__file__).parent
+    files = {Path(module.__file__) for module in list(sys.modules.values()) if getattr(module, "__file__", None)}
+    return sorted(path for path in files if path.is_relative_to(package))
+
+
 def checkpoint_key(params_digest: str, fingerprint: str, data_files: Iterable[Path]) -> str:
+    """The code that runs (its files' bytes), the params, the numerics and the data: a checkpoint
+    is resumed only by the very run that made it."""
     digest = hashlib.sha256(f"{params_digest} {fingerprint}".encode())
-    for path in data_files:
+    for path in (*code_files(), *data_files):
         digest.update(path.read_bytes())
     return digest.hexdigest()

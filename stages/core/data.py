@@ -35,11 +35,18 @@ SUBSETS = ("train", "valid", "test")
 
 def read_mnist(raw_dir: Path, prefix: str) -> Subset:
     """``prefix`` is ``train`` or ``t10k``, as in the MNIST file names."""
-    images = decode_idx((raw_dir / f"{prefix}-images-idx3-ubyte").read_bytes(), f"{prefix}-images")
-    labels = decode_idx((raw_dir / f"{prefix}-labels-idx1-ubyte").read_bytes(), f"{prefix}-labels")
+    images = decode_idx(_raw_bytes(raw_dir / f"{prefix}-images-idx3-ubyte"), f"{prefix}-images")
+    labels = decode_idx(_raw_bytes(raw_dir / f"{prefix}-labels-idx1-ubyte"), f"{prefix}-labels")
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
         raise PipelineError(f"{prefix}: images {list(images.shape)} and labels {list(labels.shape)} do not match")
     return Subset(images, labels.long(), torch.arange(len(labels)))
+
+
+def _raw_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: run the download stage first (dvc repro download)") from None
 
 
 def split_train_valid(full: Subset, train_size: int, valid_size: int, seed: int) -> tuple[Subset, Subset]:

@@ -11,9 +11,13 @@ class PipelineError(Exception):
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's ``main`` so that a ``PipelineError`` ends it with one line and exit code 2."""
+    """Run a stage's ``main`` so that a ``PipelineError`` ends it with one line and exit code 2, and
+    Ctrl-C with one line and 130 (the shell's code for it)."""
     try:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); the outputs are all this run's or all the last run's", file=sys.stderr)
+        raise SystemExit(130) from None

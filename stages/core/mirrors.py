@@ -7,7 +7,7 @@ import os
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -94,9 +94,14 @@ def gunzip_bounded(stream: BinaryIO, size: int) -> bytes:
     return bytes(content)
 
 
-def download_all(checksums: Mapping[str, str], mirrors: Sequence[str], out_dir: Path) -> None:
+def download_all(
+    checksums: Mapping[str, str],
+    mirrors: Sequence[str],
+    out_dir: Path,
+    before_writing: Callable[[], None] = lambda: None,
+) -> None:
     """Fetch and verify every file that ``out_dir`` lacks or holds with other content, then replace
-    them together: when any fails, ``out_dir`` stays as it was."""
+    them together (``before_writing`` may still refuse): when any fails, ``out_dir`` stays as it was."""
     fetched = {}
     for name, expected in checksums.items():
         target = out_dir / name
@@ -107,6 +112,7 @@ def download_all(checksums: Mapping[str, str], mirrors: Sequence[str], out_dir: 
     with atomic.Outputs() as outputs:
         for path, content in fetched.items():
             outputs.bytes(path, content)
+        before_writing()
     for target, content in fetched.items():
         print(f"{target.name}: {len(content):,} bytes, SHA-256 verified")
 

@@ -11,7 +11,8 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Hashable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 
-from stages.core import numerics
+from stages.core import models, numerics
 from stages.core.errors import PipelineError
 from stages.core.keywords import Keyword
 from stages.core.models import ACTIVATIONS, CNN, MLP, Architecture, ConvBlock, Head, TrainedModel, load_trained, to_dict
@@ -44,6 +45,10 @@ KEEP = ("last", "best")
 MAX_SEED = 2**64 - 1  # torch's generators take unsigned 64-bit seeds
 MAX_THREADS = 1024
 MAX_SHIFT = 8
+MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
+# A value as an error line shows it: a YAML alias bomb is shared lists, a plain repr would expand them.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 6, 6, 80, 80
 
 
 @dataclass(frozen=True)
@@ -181,10 +186,24 @@ class Params:
         return [self.seed + offset for offset in range(self.grid.seeds)]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML as DVC reads params.yaml: a key given twice in one mapping is an error, not its last value."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.YAMLError(f"key {_SHOWN.repr(key)} appears twice (line {line}); DVC refuses that too")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the project root or pass --params") from None
     except IsADirectoryError:
@@ -192,6 +211,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
     return parse_params(raw, source=str(path))
+
+
+def check_unchanged(params: Params) -> None:
+    """Call last before a stage writes: DVC records params.yaml as it is when the stage ends, so a
+    change while it ran (another ``dvc exp run`` in this workspace, an edit) would be recorded
+    beside outputs that the old params made."""
+    if load_params(params.source) != params:
+        raise PipelineError(
+            f"{params.source} changed while this stage ran (another `dvc exp run` in this workspace, or an edit): "
+            "nothing written; run it again, and queue experiments to run them side by side (dvc exp run --queue)"
+        )
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -254,14 +284,19 @@ def parse_architecture(name: str, spec: Mapping[str, Any], source: str = "params
 
 def _architecture(name: str, section: _Section) -> Architecture:
     family = section.choice("family", ARCHITECTURE_FAMILIES)
-    return ARCHITECTURE_FAMILIES[family](name, section)
+    architecture = ARCHITECTURE_FAMILIES[family](name, section)
+    with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
+        count = models.count_parameters(models.build_model(architecture))
+    if count > MAX_PARAMETERS:
+        raise PipelineError(f"{section.where()} has {count:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
+    return architecture
 
 
 def _mlp(name: str, section: _Section) -> MLP:
     section.reject_unknown({"family", "hidden", "activation", "dropout"})
     return MLP(
         name=name,
-        hidden=tuple(section.integer_list("hidden", minimum=1)),
+        hidden=tuple(section.integer_list("hidden", minimum=1, maximum=10**9)),
         activation=section.choice("activation", ACTIVATIONS),
         dropout=section.fraction("dropout", default=0.0),
     )
@@ -290,7 +325,7 @@ def _cnn(name: str, section: _Section) -> CNN:
         activation=section.choice("activation", ACTIVATIONS),
         blocks=tuple(blocks),
         head=Head(
-            hidden=tuple(head.integer_list("hidden", minimum=1, default=[])),
+            hidden=tuple(head.integer_list("hidden", minimum=1, maximum=10**9, default=[])),
             batch_norm=head.boolean("batch_norm", default=False),
             dropout=head.fraction("dropout", default=0.0),
         ),
@@ -406,14 +441,14 @@ class _Section:
     def __init__(self, raw: Any, source: str, prefix: str):
         if not isinstance(raw, Mapping):
             where = f"{source}: {prefix.rstrip('.')}" if prefix else source
-            raise PipelineError(f"{where} must be a mapping of keys to values, got {raw!r}")
+            raise PipelineError(f"{where} must be a mapping of keys to values, got {_SHOWN.repr(raw)}")
         self.raw, self.source, self.prefix = raw, source, prefix
 
     def where(self, key: str = "") -> str:
         return f"{self.source}: {(self.prefix + key).rstrip('.')}"
 
     def fail(self, key: str, value: Any, expected: str) -> None:
-        raise PipelineError(f"{self.where(key)} = {value!r} is invalid; {expected}")
+        raise PipelineError(f"{self.where(key)} = {_SHOWN.repr(value)} is invalid; {expected}")
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         if key not in self.raw:
@@ -466,12 +501,12 @@ class _Section:
             self.fail(key, value, f"expected an integer from {minimum} to {maximum:,}")
         return value
 
-    def integer_list(self, key: str, minimum: int, default: Any = _MISSING) -> list[int]:
+    def integer_list(self, key: str, minimum: int, maximum: int, default: Any = _MISSING) -> list[int]:
         value = self.get(key, default)
         if not isinstance(value, list) or not all(
-            isinstance(item, int) and not isinstance(item, bool) and item >= minimum for item in value
+            isinstance(item, int) and not isinstance(item, bool) and minimum <= item <= maximum for item in value
         ):
-            self.fail(key, value, f"expected a list of integers >= {minimum}")
+            self.fail(key, value, f"expected a list of integers from {minimum} to {maximum:,}")
         return value
 
     def boolean(self, key: str, default: Any = _MISSING) -> bool:

@@ -86,6 +86,8 @@ class Checkpoints:
     """Where ``fit`` keeps its state after every epoch, so an interrupted run can continue; see
     ``stages.core.checkpoint`` for the file-backed one."""
 
+    name = "the checkpoint"
+
     def load(self) -> dict[str, Any] | None:
         return None
 
@@ -192,7 +194,13 @@ def fit(
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
     state = TrainingState()
     if saved := checkpoints.load():
-        state = TrainingState.restore(saved, model, optimizer, scheduler, generator)
+        try:
+            state = TrainingState.restore(saved, model, optimizer, scheduler, generator)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # its tensors, not its key
+            raise PipelineError(
+                f"{checkpoints.name} does not fit this run ({str(error).splitlines()[0]}): delete it to train from "
+                "the first epoch"
+            ) from None
     graphed = None  # captured after a restore: the graph holds the very tensors it steps
     if graphs.replayable(train[0].device, optimizer, scheduler is None) and len(train[1]) >= settings.batch_size:
         graphed = graphs.GraphedStep(model, optimizer, step, settings.batch_size, train[0].shape[1])
