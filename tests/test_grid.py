@@ -8,6 +8,7 @@ The leaderboard's figures, ranking, ties and refusals are tested on hand-made ru
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -17,6 +18,7 @@ from tools.grid import RUN_FILES
 
 
 def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_is_fixed(project, monkeypatch):
+    kept = {path: path.read_bytes() for path in (project.root / "grid/runs/mlp_20_sigmoid-adam").rglob("*.*")}
     # capturable Adam passes validation but fails at the first step on a CPU.
     optimizers = project.params()["optimizers"]
     optimizers["adam"]["capturable"] = True
@@ -27,7 +29,16 @@ def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_i
     assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-sgd'" not in result.stdout  # unchanged: skipped
     assert "Running stage 'grid/dvc.yaml:leaderboard'" not in result.stdout  # DVC runs no stage after a failed one
 
+    assert {path: path.read_bytes() for path in kept} == kept  # the last runs, kept (persist), never a mix of seeds
     monkeypatch.chdir(project.root)  # as `python -m tools.leaderboard` there, without importing torch again
+    with pytest.raises(PipelineError) as error:
+        leaderboard.main([])
+    assert str(error.value) == (
+        "grid/runs/mlp_20_sigmoid-adam/seed-42 was made with other params than params.yaml's "
+        "grid.recipes.mlp_20_sigmoid-adam: run `dvc repro grid/dvc.yaml`"
+    )  # never ranked beside the new params
+
+    shutil.rmtree(project.root / "grid/runs/mlp_20_sigmoid-adam")  # as a recipe whose first run failed
     with pytest.raises(PipelineError) as error:
         leaderboard.main([])
     assert str(error.value) == (
