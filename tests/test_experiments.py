@@ -117,6 +117,7 @@ def test_pr_report_leads_with_the_answer_and_refuses_results_that_do_not_belong_
         pr_report.main(["--base", "main"])
 
 
+@pytest.mark.slow  # a worktree and two trained cells: 20 s
 def test_the_seeded_check_reuses_the_grids_runs_and_trains_each_side_with_its_own_code(project):
     """The base is a recipe of this grid; then a configuration of none, with a code change: one real
     run of stages.cell per side (--seeds 1), the base's in a checkout of the base."""

@@ -17,6 +17,7 @@ from tools import leaderboard
 from tools.grid import RUN_FILES
 
 
+@pytest.mark.slow  # two grid runs: 20 s
 def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_is_fixed(project, monkeypatch):
     kept = {path: path.read_bytes() for path in (project.root / "grid/runs/mlp_20_sigmoid-adam").rglob("*.*")}
     # capturable Adam passes validation but fails at the first step on a CPU.

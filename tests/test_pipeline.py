@@ -156,6 +156,7 @@ def test_missing_device_fails_clearly_without_touching_results(project, in_proce
     assert results(project) == baseline
 
 
+@pytest.mark.slow  # a killed and a resumed `dvc repro`: 25 s (test_training.py resumes bit for bit in-process)
 def test_an_interrupted_train_stage_resumes_and_ends_as_an_uninterrupted_run(project):
     """And whether or not it resumed, a forced rerun gives byte-identical results and figures.
     Over 20 s: a killed process and a whole `dvc repro` after it are what the promise is about."""
@@ -179,6 +180,7 @@ def test_an_interrupted_train_stage_resumes_and_ends_as_an_uninterrupted_run(pro
 SPLIT = ("data/split/train.pt", "data/split/valid.pt", "data/split/test.pt")
 
 
+@pytest.mark.slow  # a whole `dvc exp run`: 20 s
 def test_split_sizes_beyond_the_images_fail_in_one_line_and_keep_the_split(project):
     """DVC deletes a stage's outputs before it runs: only `persist` keeps them for the failure."""
     kept = {path: (project.root / path).read_bytes() for path in (*SPLIT, *RESULTS)}
