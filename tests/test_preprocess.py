@@ -273,6 +273,7 @@ FUZZ_SEED, FUZZ_COUNT = 23, 100
 """Mutations of each seed; the same ones in every run."""
 
 
+@pytest.mark.filterwarnings("ignore")  # Pillow warns about most damaged files: hundreds of lines
 def test_every_damaged_image_of_every_format_is_a_digit_or_one_clear_error():
     """What an upload server relies on: whatever the bytes, ``load_digit`` answers a digit or a
     ``PipelineError``, never another exception (a traceback, a dropped connection)."""
