@@ -39,7 +39,8 @@ run() {  # run NAME PARAMS: train (resuming from $work/NAME.ckpt if there is one
   local name=$1 params=$2
   train "$name" "$params" | grep -E "numerics|resuming|Epoch : 1/|kept"
   $python -m stages.evaluate --params "$params" --split "$work/split" --model "$work/$name.pt" \
-    --metrics "$work/$name.evaluate.json" --confusion "$work/$name.confusion.csv" \
+    --metrics "$work/$name.evaluate.json" --per-class "$work/$name.per-class.json" \
+    --confusion "$work/$name.confusion.csv" \
     --confusion-figure "$work/$name.confusion.png" --predictions-figure "$work/$name.predictions.png" \
     --log "$work/$name.evaluate-log.json"
   $python -c "import json; log = json.load(open('$work/$name.log.json')); print('$name', log['fingerprint'], \
