@@ -160,10 +160,10 @@ def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int]) -> str
             blanks = [None] * (len(header) - 7)
             rows.append(["-", *names, f"**FAILED**: {recipe.error}", *blanks, "failed"])
             continue
-        figures_ = [_spread(standing.best_valid_accuracy)]
+        figures_ = [standing.best_valid_accuracy.text()]
         if kept:
-            figures_.append(_spread(standing.kept_valid_accuracy) if standing.kept_valid_accuracy else "= best")
-        figures_ += [_spread(standing.test_accuracy), _spread(standing.test_loss), standing.num_params]
+            figures_.append(standing.kept_valid_accuracy.text() if standing.kept_valid_accuracy else "= best")
+        figures_ += [standing.test_accuracy.text(), standing.test_loss.text(), standing.num_params]
         rows.append([standing.rank, *names, *figures_, standing.seconds_per_epoch, _versus(standing)])
     return markdown_table(header, rows) + "\n" + rule(board, seeds) + "\n"
 
@@ -186,18 +186,12 @@ def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spread(summary: SeedSummary) -> str:
-    return f"{summary.mean:.4f} ± {summary.std:.4f}" if summary.n > 1 else f"{summary.mean:.4f}"
-
-
 def _versus(standing: Standing) -> str:
     comparison = standing.versus_best
     if comparison is None:
         return "best"
-    if comparison.interval is None:
-        return f"no verdict (1 seed): {comparison.difference:+.4f}"
-    low, high = comparison.interval
-    return f"{standing.verdict}: {comparison.difference:+.4f} ({CONFIDENCE:.0%} CI {low:+.4f} to {high:+.4f})"
+    verdict = "no verdict (1 seed)" if comparison.interval is None else standing.verdict
+    return f"{verdict}: {comparison.text()}"
 
 
 def leaderboard_figure(board: Sequence[Standing], seeds: Sequence[int]) -> Figure:

@@ -99,7 +99,7 @@ class SeededComparison:
                 seed,
                 base.test_accuracy[seed],
                 head.test_accuracy[seed],
-                _signed(head.test_accuracy[seed] - base.test_accuracy[seed]),
+                f"{head.test_accuracy[seed] - base.test_accuracy[seed]:+.4f}",
                 base.best_valid_accuracy[seed],
                 head.best_valid_accuracy[seed],
             ]
@@ -110,7 +110,7 @@ class SeededComparison:
                 "mean ± std",
                 _spread(base.test_accuracy),
                 _spread(head.test_accuracy),
-                _signed(self.test.difference),
+                f"{self.test.difference:+.4f}",
                 _spread(base.best_valid_accuracy),
                 _spread(head.best_valid_accuracy),
             ]
@@ -345,19 +345,11 @@ def _parse(raw: Mapping[str, Any], name: str) -> Params:
 
 
 def _interval(comparison: SeedComparison) -> str:
-    if comparison.interval is None:
-        return f"{comparison.difference:+.4f}"
-    low, high = comparison.interval
-    return f"{comparison.difference:+.4f} (95% CI {low:+.4f} to {high:+.4f}, paired by seed)"
+    return comparison.text(", paired by seed")
 
 
 def _spread(values: Mapping[int, float]) -> str:
-    summary = summarise_seeds(list(values.values()))
-    return f"{summary.mean:.4f} ± {summary.std:.4f}"
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.4f}"
+    return summarise_seeds(list(values.values())).text()
 
 
 def _list(seeds: Sequence[int]) -> str:

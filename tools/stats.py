@@ -178,6 +178,10 @@ class SeedSummary:
     """Sample standard deviation (n - 1 in the denominator); 0 for a single seed."""
     n: int
 
+    def text(self) -> str:
+        """``0.9950 ± 0.0005``; the mean alone for one seed."""
+        return f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+
 
 def summarise_seeds(values: Collection[float]) -> SeedSummary:
     """One cell's metric over its seeds."""
@@ -196,6 +200,15 @@ class SeedComparison:
     """The paired t interval of the mean difference; None with one seed."""
     tied: bool | None
     """Whether the interval contains 0; None with one seed, which can call nothing tied or different."""
+    confidence: float = 0.95
+
+    def text(self, how: str = "") -> str:
+        """``-0.0035 (95% CI -0.0042 to -0.0029)``, ``how`` (e.g. ``, paired by seed``) inside the
+        parentheses; the difference alone for one seed."""
+        if self.interval is None:
+            return f"{self.difference:+.4f}"
+        low, high = self.interval
+        return f"{self.difference:+.4f} ({self.confidence:.0%} CI {low:+.4f} to {high:+.4f}{how})"
 
 
 def compare_seeds(best: Mapping[int, float], other: Mapping[int, float], confidence: float = 0.95) -> SeedComparison:
@@ -210,9 +223,9 @@ def compare_seeds(best: Mapping[int, float], other: Mapping[int, float], confide
     differences = [other[seed] - best[seed] for seed in sorted(best)]
     n, mean = len(differences), statistics.fmean(differences)
     if n == 1:
-        return SeedComparison(1, mean, None, None)
+        return SeedComparison(1, mean, None, None, confidence)
     half = t_critical(n - 1, confidence) * statistics.stdev(differences) / math.sqrt(n)
-    return SeedComparison(n, mean, (mean - half, mean + half), mean - half <= 0 <= mean + half)
+    return SeedComparison(n, mean, (mean - half, mean + half), mean - half <= 0 <= mean + half, confidence)
 
 
 def seed_verdict(comparison: SeedComparison) -> str:
