@@ -32,7 +32,7 @@ JOBS_ENV = "MNIST_GRID_JOBS"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--recipe", required=True, help="a name under grid.recipes in params.yaml")
+    parser.add_argument("--recipe", required=True, help="a name under grid.recipes in catalog.yaml")
     parser.add_argument("--split", type=Path, default=Path("data/split"), help="folder of the split stage")
     parser.add_argument("--out", type=Path, required=True, help="folder for the recipe's runs, one per seed")
     parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="kept per epoch")

@@ -1,7 +1,7 @@
 """Stage ``download``: the four MNIST files, verified, into ``data/raw/``.
 
 Mirrors are tried in order: ``MNIST_MIRRORS`` (comma-separated base URLs, ``file://`` allowed)
-first, then ``mnist_mirrors`` from params.yaml. A response is read no further than the MNIST
+first, then ``mnist_mirrors`` from catalog.yaml. A response is read no further than the MNIST
 file it stands for, so a gzip bomb or an endless stream is skipped like any bad mirror. The files
 are replaced together once all four are verified: a failed download keeps the previous ones.
 """

@@ -1,6 +1,6 @@
-"""What params.yaml may pass to a torch class as keyword arguments, and which values each takes.
+"""What catalog.yaml may pass to a torch class as keyword arguments, and which values each takes.
 
-Optimizers and schedules take their params.yaml keys as the torch class's keyword arguments; each
+Optimizers and schedules take their catalog.yaml keys as the torch class's keyword arguments; each
 key's expected kind comes from the class's own signature (its default, else its annotation), so a
 wrong value is one line saying what was expected instead of torch's error from deep inside.
 """
@@ -44,7 +44,7 @@ class Keyword:
 
 
 def keywords(cls: type, exclude: set[str]) -> dict[str, Keyword]:
-    """The keyword arguments of ``cls`` that params.yaml may set: all but ``exclude``."""
+    """The keyword arguments of ``cls`` that catalog.yaml may set: all but ``exclude``."""
     found = {}
     for name, parameter in inspect.signature(cls).parameters.items():
         if name in exclude or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):

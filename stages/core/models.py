@@ -99,7 +99,7 @@ Architecture = MLP | CNN
 
 
 def to_dict(architecture: Architecture) -> dict[str, Any]:
-    """Plain data, as params.yaml spells it (and as a saved model carries it)."""
+    """Plain data, as catalog.yaml spells it (and as a saved model carries it)."""
     return {key: _plain(value) for key, value in asdict(architecture).items() if key != "name"}
 
 
@@ -288,7 +288,7 @@ def _difference(saved: Architecture, expected: Architecture) -> str:
     old, new = to_dict(saved), to_dict(expected)
     keys = [key for key in old | new if old.get(key) != new.get(key)]
     return (
-        "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in params.yaml" for key in keys) or "same layers"
+        "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in catalog.yaml" for key in keys) or "same layers"
     )
 
 

@@ -1,4 +1,4 @@
-"""One registry from the ``type`` named in params.yaml to a torch optimizer class."""
+"""One registry from the ``type`` named in catalog.yaml to a torch optimizer class."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class OptimizerSpec:
 
 
 def hyperparameters(optimizer_type: str) -> dict[str, Keyword]:
-    """The keyword arguments of the torch class, which are exactly what params.yaml may set."""
+    """The keyword arguments of the torch class, which are exactly what catalog.yaml may set."""
     return keywords(OPTIMIZER_TYPES[optimizer_type], exclude={"params"})
 
 

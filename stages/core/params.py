@@ -1,4 +1,7 @@
-"""params.yaml, validated once into typed objects; every stage reads its params through here.
+"""params.yaml and catalog.yaml, validated once into typed objects; every stage reads its params
+through here. params.yaml is the single configuration (what `dvc exp run -S` changes); catalog.yaml
+holds the named entries it chooses from, the grid and MNIST's files (kept apart: DVC shows every key
+of params.yaml in each row of `dvc exp show`, but of another file only the keys a stage tracks).
 
 A bad value raises ``PipelineError`` with one line naming the key, the value and what is allowed,
 before any stage writes anything. Unknown keys are errors too, in every section: a misspelt key
@@ -35,10 +38,9 @@ MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-TOP_LEVEL = (
-    "arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate",
-    "grid", "architectures", "optimizers", "schedules", "mnist_sha256", "mnist_mirrors",
-)  # fmt: skip
+PARAMS_KEYS = ("arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate")
+CATALOG = "catalog.yaml"  # beside params.yaml
+CATALOG_KEYS = ("grid", "architectures", "optimizers", "schedules", "mnist_sha256", "mnist_mirrors")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 KEEP = ("last", "best")
@@ -201,16 +203,44 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
+    """``path`` and the catalog.yaml beside it."""
     path = Path(path)
+    catalog = path.with_name(CATALOG)
+    return parse_params(merge(_read(path), _read(catalog), str(path), str(catalog)), str(path), str(catalog))
+
+
+def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> dict:
+    """The two files' keys as one mapping; a key in the wrong file is one line saying where it belongs."""
+    for raw, where, own, other in (
+        (params, source, PARAMS_KEYS, catalog_source),
+        (catalog, catalog_source, CATALOG_KEYS, source),
+    ):
+        section = _Section(raw, where, "")
+        for key in raw:
+            if key not in own:
+                elsewhere = key in PARAMS_KEYS + CATALOG_KEYS
+                section.fail(
+                    key,
+                    raw[key],
+                    f"it belongs in {other}" if elsewhere else f"unknown key; valid keys: {', '.join(own)}",
+                )
+    return {**params, **catalog}
+
+
+def split(raw: Mapping[str, Any]) -> tuple[dict, dict]:
+    """A merged mapping as the contents of params.yaml and catalog.yaml: for tools that write them."""
+    return {k: v for k, v in raw.items() if k not in CATALOG_KEYS}, {k: v for k, v in raw.items() if k in CATALOG_KEYS}
+
+
+def _read(path: Path) -> Any:
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the project root or pass --params") from None
     except IsADirectoryError:
         raise PipelineError(f"{path} is a directory, not a params file") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_params(raw, source=str(path))
 
 
 def check_unchanged(params: Params) -> None:
@@ -219,19 +249,21 @@ def check_unchanged(params: Params) -> None:
     beside outputs that the old params made."""
     if load_params(params.source) != params:
         raise PipelineError(
-            f"{params.source} changed while this stage ran (another `dvc exp run` in this workspace, or an edit): "
-            "nothing written; run it again, and queue experiments to run them side by side (dvc exp run --queue)"
+            f"{params.source} or {CATALOG} changed while this stage ran (another `dvc exp run` in this workspace, "
+            "or an edit): nothing written; run it again, and queue experiments to run them side by side "
+            "(dvc exp run --queue)"
         )
 
 
-def parse_params(raw: Any, source: str = "params.yaml") -> Params:
-    root = _Section(raw, source, "")
-    root.reject_unknown(set(TOP_LEVEL))
-    architectures = {name: _architecture(name, section) for name, section in root.mapping("architectures").items()}
-    optimizers = {name: _optimizer(name, section) for name, section in root.mapping("optimizers").items()}
-    schedules = {name: _schedule(name, section) for name, section in root.mapping("schedules").items()}
+def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> Params:
+    """Both files' keys in one mapping (``merge``); errors name the file each key belongs in."""
+    root, catalog = _Section(raw, source, ""), _Section(raw, catalog_source, "")
+    root.reject_unknown({*PARAMS_KEYS, *CATALOG_KEYS})
+    architectures = {name: _architecture(name, section) for name, section in catalog.mapping("architectures").items()}
+    optimizers = {name: _optimizer(name, section) for name, section in catalog.mapping("optimizers").items()}
+    schedules = {name: _schedule(name, section) for name, section in catalog.mapping("schedules").items()}
     train = _train(root.section("train"))
-    seed, grid_section = root.integer("seed", 0, MAX_SEED), root.section("grid")
+    seed, grid_section = root.integer("seed", 0, MAX_SEED), catalog.section("grid")
     grid_section.reject_unknown({"seeds", "recipes"})
     seeds = grid_section.integer("seeds", 1, 100)
     if seed + seeds - 1 > MAX_SEED:
@@ -245,8 +277,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         threads=root.integer("threads", 1, MAX_THREADS),
         numerics=root.choice("numerics", numerics.MODES),
         download=DownloadParams(
-            mirrors=tuple(root.string_list("mnist_mirrors")),
-            sha256=_checksums(root.section("mnist_sha256")),
+            mirrors=tuple(catalog.string_list("mnist_mirrors")),
+            sha256=_checksums(catalog.section("mnist_sha256")),
         ),
         split=_split(root.section("split")),
         train=train,
@@ -261,7 +293,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     params = replace(params, grid=GridParams(seeds, recipes))
     _check_combination(params.recipe(), source)
     for name in recipes:
-        _check_combination(params.recipe(name), f"{source}: grid.recipes.{name}")
+        _check_combination(params.recipe(name), f"{catalog_source}: grid.recipes.{name}")
     return params
 
 
@@ -277,7 +309,7 @@ def load_model_for(params: Params, path: Path, device: torch.device) -> TrainedM
     return trained
 
 
-def parse_architecture(name: str, spec: Mapping[str, Any], source: str = "params.yaml") -> Architecture:
+def parse_architecture(name: str, spec: Mapping[str, Any], source: str = CATALOG) -> Architecture:
     """One entry of ``architectures``; also how a saved model's architecture is read back."""
     return _architecture(name, _Section(spec, source, f"architectures.{name}."))
 

@@ -1,4 +1,4 @@
-"""One registry from a schedule ``type`` in params.yaml to a torch learning-rate scheduler, with the
+"""One registry from a schedule ``type`` in catalog.yaml to a torch learning-rate scheduler, with the
 keywords the loop sets itself and whether it steps per batch or per epoch, as torch intends."""
 
 from __future__ import annotations
