@@ -8,7 +8,7 @@ each cell's seeds one at a time), until both workspaces hold the gathered grid a
 
     python -m benchmarks.bench_cluster --data synthetic --epochs 1 --train-size 400 --valid-size 100
     python -m benchmarks.bench_cluster --data real --mirror /path/to/mnist-gz --epochs 17 \\
-        --recipes $(python -c 'import yaml; print(",".join(yaml.safe_load(open("params.yaml"))["grid"]["recipes"]))')
+        --recipes $(python -c 'import yaml; print(",".join(yaml.safe_load(open("catalog.yaml"))["grid"]["recipes"]))')
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks.bench_queue import prepared_clone, run
 from stages.cell import JOBS_ENV
+from stages.core.params import load_raw, write_raw
 
 
 def main() -> None:
@@ -41,10 +40,10 @@ def main() -> None:
         parser.error("--data real needs --mirror")
     with tempfile.TemporaryDirectory() as folder:
         repo, env = prepared_clone(Path(folder), args)
-        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params = load_raw(repo / "params.yaml")
         recipes = args.recipes.split(",")
         params["grid"] = {"seeds": args.seeds, "recipes": {name: params["grid"]["recipes"][name] for name in recipes}}
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_raw(params, repo / "params.yaml")
         origin = Path(folder) / "origin.git"
         for command in (
             ["git", "commit", "-qam", "benchmark grid"],

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from stages.core.params import load_raw, write_raw
 
 TARGET = 3.0  # issue #17: seeds 3 within 3x of one seed
 
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, help="seeds trained at once, as stages.cell takes it")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each seed count, alternating")
     args = parser.parse_args()
-    params = yaml.safe_load(Path(args.params).read_text())
+    params = load_raw(args.params)
     seeds = args.seeds or params["grid"]["seeds"]
     times: dict[int, list[float]] = {1: [], seeds: []}
     with tempfile.TemporaryDirectory() as folder:
@@ -54,7 +54,7 @@ def grid_seconds(params: dict, seeds: int, args: argparse.Namespace, folder: Pat
         for recipe in params["grid"]["recipes"].values():
             recipe.get("train", {}).pop("epochs", None)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    write_raw(params, folder / "params.yaml")
     started = time.perf_counter()
     for recipe in args.recipes.split(","):
         command = [sys.executable, "-m", "stages.cell", "--params", str(folder / "params.yaml"), "--recipe", recipe]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.synthetic import mirror_params, shell_env, write_mirror
+from stages.core.params import load_raw, write_raw
+from stages.core.synthetic import mirror_source, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
@@ -60,19 +61,19 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
     """A clone of HEAD with the grid's epochs and split sizes committed and the split stage run."""
     repo = folder / "repo"
     run(["git", "clone", "-q", str(ROOT), str(repo)], folder, dict(os.environ))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = load_raw(repo / "params.yaml")
     mirror = args.mirror
     if args.data == "synthetic":
         mirror = folder / "mirror"
         checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
-        params.update(mirror_params(checksums))
+        (repo / "data/mnist.yaml").write_text(yaml.safe_dump(mirror_source(checksums), sort_keys=False))
     params["split"].update(train_size=args.train_size, valid_size=args.valid_size)
     params["train"]["epochs"] = args.epochs
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_raw(params, repo / "params.yaml")
     env = shell_env(mirror.resolve())
     for command in (
         ["dvc", "repro", "split"],
-        ["git", "add", "params.yaml", "dvc.lock"],
+        ["git", "add", "params.yaml", "data/mnist.yaml", "dvc.lock"],
         ["git", "commit", "-qm", "benchmark grid: params and split"],
     ):
         run(command, repo, env)

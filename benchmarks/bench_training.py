@@ -22,13 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 
 from benchmarks import common
 from benchmarks.common import BATCH_SIZE
 from stages.core import data, graphs, tutorial
 from stages.core.optimizers import OptimizerSpec, build_optimizer
-from stages.core.params import Params
+from stages.core.params import Params, load_raw, write_raw
 from stages.core.training import epoch_rows, evaluate, scaled_batches, step, train_epoch
 
 TRAIN_TARGETS = {"mlp_128_64_relu": 6.0}  # tutorial/in-memory, at equal threads and numerics (issue #13)
@@ -145,10 +144,10 @@ def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data
         for name, subset in (("train", train), ("valid", valid)):
             (work / "split").mkdir(exist_ok=True)
             (work / "split" / f"{name}.pt").write_bytes(data.subset_bytes(subset))
-        raw = yaml.safe_load(Path(args.params).read_text())
+        raw = load_raw(args.params)
         raw.update(threads=args.threads, device=args.device)
         raw["train"]["epochs"] = args.epochs
-        (work / "params.yaml").write_text(yaml.safe_dump(raw))
+        write_raw(raw, work / "params.yaml")
         outputs = ("--model", "--metrics", "--curves", "--curves-figure", "--summary", "--log", "--checkpoint")
         command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml")]
         command += ["--split", str(work / "split")]

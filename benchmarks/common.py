@@ -14,7 +14,7 @@ import torch
 
 from stages.core import data, mirrors, numerics, runtime
 from stages.core.models import Architecture, build_model
-from stages.core.params import Params, load_params
+from stages.core.params import Params, load_mnist_source, load_params
 from stages.core.synthetic import synthetic_digits
 
 ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid", "lenet5", "cnn_small")
@@ -48,7 +48,7 @@ def setup(args: argparse.Namespace) -> tuple[Params, torch.device, data.Subset, 
     if args.data == "synthetic":
         full = synthetic_full(args.train_size + args.valid_size, params.seed)
     else:
-        full = real_full(args.raw, params)
+        full = real_full(args.raw)
     train, valid = data.split_train_valid(full, args.train_size, args.valid_size, params.split.seed)
     return params, device, train, valid
 
@@ -58,13 +58,14 @@ def synthetic_full(count: int, seed: int) -> data.Subset:
     return data.Subset(images, labels.long(), torch.arange(count))
 
 
-def real_full(raw: Path, params: Params) -> data.Subset:
+def real_full(raw: Path) -> data.Subset:
     """MNIST's training set from decompressed IDX files, or from ``.gz`` files fetched and verified
     as the download stage would, so both layouts of a data folder work."""
     if (raw / "train-images-idx3-ubyte").exists():
         return data.read_mnist(raw, "train")
     with tempfile.TemporaryDirectory() as folder:
-        mirrors.download_all(params.download.sha256, [raw.resolve().as_uri() + "/"], Path(folder))
+        source = load_mnist_source(Path(__file__).resolve().parent.parent / "data/mnist.yaml")
+        mirrors.download_all(source.sha256, [raw.resolve().as_uri() + "/"], Path(folder))
         return data.read_mnist(Path(folder), "train")
 
 

@@ -16,18 +16,19 @@ python=${PYTHON:-python3}
 
 nvidia-smi -L 2>/dev/null
 $python - "$work" "$device" <<'PY'
-import sys, yaml
-params = yaml.safe_load(open("params.yaml"))
+import sys
+from stages.core.params import load_raw, write_raw
+params = load_raw("params.yaml")
 params["device"] = sys.argv[2]
-yaml.safe_dump(params, open(f"{sys.argv[1]}/params.yaml", "w"))
+write_raw(params, f"{sys.argv[1]}/params.yaml")  # and catalog.yaml beside it
 recipe = params["grid"]["recipes"]["cnn_small"]  # the grid's recipe, as the single configuration
 params.update(arch=recipe["arch"], optimizer=recipe["optimizer"], schedule=recipe["schedule"])
 params["train"].update(recipe["train"])
-yaml.safe_dump(params, open(f"{sys.argv[1]}/cnn.yaml", "w"))
+write_raw(params, f"{sys.argv[1]}/cnn.yaml")
 params["device"] = "cuda:7"
-yaml.safe_dump(params, open(f"{sys.argv[1]}/absent.yaml", "w"))
+write_raw(params, f"{sys.argv[1]}/absent.yaml")
 PY
-MNIST_MIRRORS="file://$mirror" $python -m stages.download --params "$work/params.yaml" --out "$work/raw"
+MNIST_MIRRORS="file://$mirror" $python -m stages.download --out "$work/raw"
 $python -m stages.split --params "$work/params.yaml" --raw "$work/raw" --out "$work/split" --samples "$work/samples.png"
 
 train() {  # train NAME PARAMS: the train stage into $work/NAME.*

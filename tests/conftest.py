@@ -20,12 +20,15 @@ from filelock import FileLock
 
 from stages.cell import JOBS_ENV
 from stages.core.errors import run_stage
-from stages.core.synthetic import mirror_params, shell_env, write_mirror
+from stages.core.params import load_raw, write_raw
+from stages.core.synthetic import mirror_source, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = (
     "dvc.yaml",
     "params.yaml",
+    "catalog.yaml",
+    "data/.gitignore",
     "stages",
     "tools",
     "grid/dvc.yaml",
@@ -49,11 +52,10 @@ def mirror(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return folder, write_mirror(folder)
 
 
-def small_params(checksums: dict[str, str]) -> dict:
-    """The project's params.yaml, scaled down to the synthetic data (seconds, not minutes), with a
-    grid of two recipes and two seeds."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(mirror_params(checksums))
+def small_params() -> dict:
+    """The project's params.yaml and catalog.yaml, scaled down to the synthetic data
+    (seconds, not minutes), with a grid of two recipes and two seeds."""
+    params = load_raw(ROOT / "params.yaml")
     params["split"].update(train_size=800, valid_size=200)
     params["train"].update(epochs=3, batch_size=50)
     params["evaluate"]["batch_size"] = 100
@@ -73,8 +75,9 @@ def fresh(tmp_path_factory, mirror) -> Project:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, target)
-    (repo / "params.yaml").write_text(yaml.safe_dump(small_params(checksums), sort_keys=False))
     project = Project(repo, {**shell_env(folder), JOBS_ENV: "1"})  # a grid seed's pool would cost more than it saves
+    write_raw(small_params(), repo / "params.yaml")
+    (repo / "data/mnist.yaml").write_text(yaml.safe_dump(mirror_source(checksums), sort_keys=False))
     project.run("git", "init", "-q", "-b", "main")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "project under test")
@@ -152,9 +155,9 @@ class Project:
         return (self.root / path).read_text()
 
     def params(self) -> dict:
-        return yaml.safe_load(self.read("params.yaml"))
+        """params.yaml and catalog.yaml as one mapping."""
+        return load_raw(self.root / "params.yaml")
 
     def set_params(self, **sections) -> None:
-        params = self.params()
-        params.update(sections)
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        """Sets top-level keys of either file, each in the file it belongs in."""
+        write_raw({**self.params(), **sections}, self.root / "params.yaml")

@@ -27,6 +27,7 @@ import yaml
 from stages import train
 from stages.core import data
 from stages.core.errors import PipelineError
+from stages.core.params import load_raw, write_raw
 from stages.core.synthetic import synthetic_digits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="other-cpus-"))
     split = write_slice(args.raw, work / "split")
-    params = with_activations(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = with_activations(load_raw(ROOT / "params.yaml"))
     names = args.recipes.split(",") if args.recipes else ["default", *params["grid"]["recipes"]]
     portable = [write_params(params, name, "portable", work / "params") for name in names]
     native = [write_params(params, NATIVE_RECIPE, "native", work / "params")]
@@ -116,7 +117,7 @@ def write_params(params: dict, name: str, mode: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name if mode == "portable" else f"{name}-{mode}")
     path = path.with_suffix(".yaml")
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    write_raw(params, path)  # and the catalog.yaml beside it, the same for every recipe
     return path
 
 

@@ -22,7 +22,7 @@ def queued(reproduced, tmp_path_factory):
     project = reproduced.copy(tmp_path_factory.mktemp("queued") / "repo")
     project.run("dvc", "exp", "run", "--queue", "-n", "with-adam", "-S", "optimizer=adam")
     # capturable Adam passes validation but fails at the first step on a CPU.
-    broken = ("-S", "+optimizers.adam.capturable=true", "-S", "optimizer=adam")
+    broken = ("-S", "catalog.yaml:+optimizers.adam.capturable=true", "-S", "optimizer=adam")
     project.run("dvc", "exp", "run", "--queue", "-n", "broken", *broken)
     project.run("dvc", "exp", "run", "--run-all")  # exits 0 although "broken" failed
     return project

@@ -96,7 +96,7 @@ def test_loading_into_another_architecture_names_both(tmp_path):
     path, _ = saved(tmp_path, TUTORIAL_128_64)
     tanh = MLP("mlp_128_64_relu", (128, 64), "tanh")  # same name and shapes: only the file knows better
     with pytest.raises(PipelineError, match=r"holds architecture 'mlp_128_64_relu', but params.yaml asks for "
-                       r"'mlp_128_64_relu' \(activation: relu in the file, tanh in params.yaml\)"):  # fmt: skip
+                       r"'mlp_128_64_relu' \(activation: relu in the file, tanh in catalog.yaml\)"):  # fmt: skip
         load_trained(path, CPU, parse_architecture, expected=tanh)
 
 

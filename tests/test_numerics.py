@@ -11,12 +11,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from stages.core import data, numerics, runtime
-from stages.core.params import parse_params
+from stages.core.params import load_raw, parse_params, write_raw
 from stages.core.synthetic import synthetic_digits
 from stages.core.training import evaluate, probabilities, train_recipe
 from tests.conftest import ROOT
@@ -49,7 +48,7 @@ HOST_HAS_AVX512 = " avx512f " in next((line + " " for line in open("/proc/cpuinf
 
 
 def params_file(tmp_path, mode: str):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_raw(ROOT / "params.yaml")
     params["numerics"] = mode
     params["train"].update(epochs=1, batch_size=50)
     params["evaluate"]["batch_size"] = 200
@@ -58,7 +57,7 @@ def params_file(tmp_path, mode: str):
         for name in ("mlp_128_64_relu", "lenet5")
     }
     path = tmp_path / f"{mode}.yaml"
-    path.write_text(yaml.safe_dump(params))
+    write_raw(params, path)  # and catalog.yaml beside it
     return path
 
 
@@ -257,7 +256,7 @@ class OpRecorder(TorchDispatchMode):
 
 
 def test_every_op_of_every_recipe_is_one_that_gives_the_same_bits_on_every_cpu():
-    params = parse_params(with_activations(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    params = parse_params(with_activations(load_raw(ROOT / "params.yaml")))
     device = runtime.configure(1, "cpu", "portable")
     images, labels = synthetic_digits(256, seed=1)
     subset = data.Subset(images, labels.long(), labels.long())

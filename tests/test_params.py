@@ -1,4 +1,5 @@
-"""params.yaml is validated once, at the edge: a bad value is one line naming it and the choices."""
+"""params.yaml and catalog.yaml are validated once, at the edge: a bad value is one line naming it,
+its file and the choices."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pytest
 import yaml
 
 from stages.core.errors import PipelineError
-from stages.core.params import load_params, parse_params
+from stages.core.params import load_mnist_source, load_params, load_raw, parse_params
 from tests.conftest import ROOT
 
-DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DEFAULTS = load_raw(ROOT / "params.yaml")
 TUTORIAL_OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
 
@@ -196,8 +197,24 @@ def test_counts_must_be_positive_integers(key, value):
     assert key in error_for(with_changes(**{key: value}))
 
 
-def test_checksums_must_be_sha256_hex():
-    assert "mnist_sha256.test_labels = 'abc'" in error_for(with_changes(**{"mnist_sha256.test_labels": "abc"}))
+def test_checksums_must_be_sha256_hex(tmp_path):
+    source = yaml.safe_load((ROOT / "data/mnist.yaml").read_text())
+    source["sha256"]["test_labels"] = "abc"
+    (tmp_path / "mnist.yaml").write_text(yaml.safe_dump(source))
+    with pytest.raises(PipelineError, match=r"mnist\.yaml: sha256\.test_labels = 'abc' is invalid; expected a SHA-256"):
+        load_mnist_source(tmp_path / "mnist.yaml")
+
+
+def test_a_key_in_the_other_file_says_where_it_belongs(tmp_path):
+    """-S optimizers.adam.lr=0.01 (without catalog.yaml:) makes DVC add the key to params.yaml."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["optimizers"] = {"adam": {"lr": 0.01}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "catalog.yaml").write_text((ROOT / "catalog.yaml").read_text())
+    with pytest.raises(PipelineError) as error:
+        load_params(tmp_path / "params.yaml")
+    params, catalog = tmp_path / "params.yaml", tmp_path / "catalog.yaml"
+    assert str(error.value) == f"{params}: optimizers = {{'adam': {{'lr': 0.01}}}} is invalid; it belongs in {catalog}"
 
 
 def test_missing_section_is_named():
@@ -219,14 +236,18 @@ def test_dvc_set_params_changes_only_the_lines_it_sets(tmp_path):
     """params.yaml is written in the style DVC writes it, so ``-S`` gives a one-line diff."""
     from dvc.utils.serialize import modify_yaml
 
-    copy_path = tmp_path / "params.yaml"
-    copy_path.write_text((ROOT / "params.yaml").read_text())
-    with modify_yaml(str(copy_path)) as raw:
-        raw["optimizer"] = "adam"
-        raw["architectures"]["mlp_20_sigmoid"]["hidden"] = [30]
-    before, after = (ROOT / "params.yaml").read_text().splitlines(), copy_path.read_text().splitlines()
-    assert len(before) == len(after)
-    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
+    changed = []
+    for name, key, value in (("params.yaml", "optimizer", "adam"), ("catalog.yaml", "architectures", [30])):
+        copy_path = tmp_path / name
+        copy_path.write_text((ROOT / name).read_text())
+        with modify_yaml(str(copy_path)) as raw:
+            if key == "architectures":
+                raw[key]["mlp_20_sigmoid"]["hidden"] = value
+            else:
+                raw[key] = value
+        before, after = (ROOT / name).read_text().splitlines(), copy_path.read_text().splitlines()
+        assert len(before) == len(after)
+        changed += [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     assert changed == [("optimizer: sgd", "optimizer: adam"), ("    - 20", "    - 30")]
 
 
@@ -234,6 +255,7 @@ def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
     """yaml.safe_load would take the last value silently, and DVC would refuse the file."""
     path = tmp_path / "params.yaml"
     path.write_text((ROOT / "params.yaml").read_text() + "seed: 7\n")
+    (tmp_path / "catalog.yaml").write_text((ROOT / "catalog.yaml").read_text())
     with pytest.raises(PipelineError) as error:
         load_params(path)
     assert str(error.value).startswith(f"{path} is not valid YAML: key 'seed' appears twice (line ")
@@ -244,6 +266,7 @@ def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
     bomb = ['arch: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     bomb += [f"grid_{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, 9)]
     path = tmp_path / "params.yaml"
+    (tmp_path / "catalog.yaml").write_text((ROOT / "catalog.yaml").read_text())
     path.write_text("\n".join(bomb) + "\n" + (ROOT / "params.yaml").read_text().replace("arch: mlp_128_64_relu\n", ""))
     with pytest.raises(PipelineError) as error:
         load_params(path)
@@ -253,7 +276,7 @@ def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
 def test_a_network_too_large_to_allocate_is_refused_by_its_parameter_count():
     message = error_for(with_changes(**{"architectures.mlp_20_sigmoid.hidden": [1_000_000_000]}))
     assert message == (
-        "params.yaml: architectures.mlp_20_sigmoid has 795,000,000,010 parameters; at most 100,000,000 are allowed"
+        "catalog.yaml: architectures.mlp_20_sigmoid has 795,000,000,010 parameters; at most 100,000,000 are allowed"
     )
     assert "expected a list of integers from 1 to 1,000,000,000" in error_for(
         with_changes(**{"architectures.mlp_20_sigmoid.hidden": [10**30]})

@@ -127,7 +127,7 @@ def test_editing_an_unused_optimizer_does_not_invalidate_the_run(project):
     [
         ("+train.epoch=1", "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep"),
         (
-            "optimizers.sgd.lr=1000000",
+            "catalog.yaml:optimizers.sgd.lr=1000000",
             "training diverged at epoch 1: its train loss is nan; try a smaller learning "
             "rate than optimizers.sgd.lr = 1000000",
         ),
@@ -223,7 +223,7 @@ def test_params_changed_while_training_are_refused_before_anything_is_written(pr
     train = started(project, "stages.train")
     code, err = after_epoch_one(train, lambda: project.set_params(seed=7))
     assert code == 2
-    assert err.startswith("error: params.yaml changed while this stage ran (another `dvc exp run` in this workspace")
+    assert err.startswith("error: params.yaml or catalog.yaml changed while this stage ran (another `dvc exp run` in")
     assert results(project) == baseline
 
 

@@ -3,6 +3,7 @@ refusals, the checks that results belong together, the PR report's text and the 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import statistics
@@ -10,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from stages.core import runtime
 from stages.core.errors import PipelineError
 from stages.core.models import sha256
-from stages.core.params import load_params
+from stages.core.params import load_params, load_raw, write_raw
 from tools import compare, consistency, leaderboard, vcs
 from tools.compare import Run
-from tools.pr_report import MARKER, ONE_MODEL_EACH, Side, parse_numstat, pr_markdown
+from tools.pr_report import MARKER, ONE_MODEL_EACH, Side, params_diff, parse_numstat, pr_markdown
 from tools.seeded import SeedRuns, Spread, compare_sides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,10 +42,10 @@ class Grid:
     """A params.yaml with a grid of three recipes and three seeds, and its run folders, in ``root``."""
 
     def __init__(self, root: Path, seeds: int = 3):
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        raw = load_raw(ROOT / "params.yaml")
         raw["grid"] = {"seeds": seeds, "recipes": {name: raw["grid"]["recipes"][name] for name in RECIPES}}
         self.root, self.raw = root, raw
-        (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        write_raw(raw, root / "params.yaml")
         self.params = load_params(root / "params.yaml")
 
     def folder(self, recipe: str, seed: int) -> Path:
@@ -200,7 +200,7 @@ def test_a_run_made_with_other_params_is_refused_naming_it_and_what_to_run(grid)
     for name in RECIPES:
         grid.write(name, best=[0.95, 0.96, 0.97])
     grid.raw["optimizers"]["adam"]["lr"] = 0.002  # edited after the grid ran
-    (grid.root / "params.yaml").write_text(yaml.safe_dump(grid.raw, sort_keys=False))
+    write_raw(grid.raw, grid.root / "params.yaml")
     with pytest.raises(PipelineError) as error:
         grid.leaderboard()
     assert str(error.value) == (
@@ -269,8 +269,9 @@ def test_logs_without_provenance_are_refused():
 
 @pytest.fixture
 def workspace(tmp_path) -> Path:
-    """A workspace whose logs, model file and params.yaml belong together."""
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    """A workspace whose logs, model file and params belong together."""
+    for name in ("params.yaml", "catalog.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
     (tmp_path / "models").mkdir()
     (tmp_path / "models/model.pt").write_bytes(b"weights")
     (tmp_path / "logs").mkdir()
@@ -476,6 +477,19 @@ def test_three_seeds_that_straddle_zero_are_tied_within_training_noise():
     assert f"**Across seeds:** {seeded.headline()}." in report(seeded=seeded)
 
 
+def test_the_params_diff_lists_what_changed_in_the_files_not_which_entries_a_stage_tracks():
+    base = load_raw(ROOT / "params.yaml")
+    head = copy.deepcopy(base)
+    head["optimizer"] = "adam"  # the train stage now tracks adam's entry, not sgd's: neither changed
+    assert params_diff(base, head) == {"params.yaml": {"optimizer": {"old": "sgd", "new": "adam"}}}
+    head["optimizers"]["adam"]["lr"] = 0.01
+    head["train"]["patience"] = 3
+    assert params_diff(base, head) == {
+        "params.yaml": {"optimizer": {"old": "sgd", "new": "adam"}, "train.patience": {"old": 0, "new": 3}},
+        "catalog.yaml": {"optimizers.adam.lr": {"old": 0.001, "new": 0.01}},
+    }
+
+
 def test_git_output_becomes_report_data():
     assert parse_numstat("10\t2\tstages/core/training.py\n-\t-\tplots/x.png\n") == [
         ("stages/core/training.py", 10, 2), ("plots/x.png", None, None),
@@ -497,7 +511,7 @@ def test_an_unknown_revision_is_one_line_naming_what_there_is():
 
 
 def params_with(**changes) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = load_raw(ROOT / "params.yaml")
     return raw | changes
 
 

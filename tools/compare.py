@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
 from tools import consistency, vcs
@@ -141,8 +139,8 @@ def load(entry: Entry) -> Run:
 
 def _params_at(entry: Entry) -> dict[str, Any]:
     try:
-        return yaml.safe_load(vcs.read_at(entry.rev, consistency.PARAMS, entry.name)) or {}
-    except (PipelineError, yaml.YAMLError):
+        return vcs.params_at(entry.rev, entry.name)
+    except PipelineError:
         return {}
 
 

@@ -15,17 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages.core.errors import PipelineError
 from stages.core.models import sha256
-from stages.core.params import load_params, parse_params
+from stages.core.params import CATALOG, load_params, parse_params
 from tools import vcs
 
 TRAIN_LOG = "logs/train.json"
 EVALUATE_LOG = "logs/evaluate.json"
 MODEL = "models/model.pt"
-PARAMS = "params.yaml"
+PARAMS = vcs.PARAMS
 DIGEST_CODE = ("stages/core",)
 """The code a params digest is computed by: a revision's recorded digest is compared with the digest
 this code computes of its params.yaml only where this code is the revision's own."""
@@ -97,18 +95,9 @@ def check_revision(rev: str, name: str, fix: str | None = None) -> tuple[dict[st
     train_log, evaluate_log = (vcs.json_at(rev, path, name) for path in (TRAIN_LOG, EVALUATE_LOG))
     digest = None
     if not vcs.changed_since(rev, *DIGEST_CODE):
-        digest = params_digest(vcs.read_at(rev, PARAMS, name), f"{PARAMS}{where}")
+        digest = parse_params(vcs.params_at(rev, name), f"{PARAMS}{where}", f"{CATALOG}{where}").recipe().digest
     check_single(train_log, evaluate_log, where=where, params_digest=digest, fix=fix or f"run `dvc repro` on {name}")
     return train_log, evaluate_log
-
-
-def params_digest(text: str, source: str = PARAMS) -> str:
-    """The single configuration's params digest, of a params file's text."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{source} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_params(raw, source=source).recipe().digest
 
 
 def check_grid_run(log: Mapping[str, Any], expected_digest: str, folder: str, recipe: str) -> None:

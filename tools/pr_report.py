@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stages.core import atomic, runtime
 from stages.core.errors import run_stage
+from stages.core.params import CATALOG, CATALOG_KEYS
 from tools import consistency, vcs
 from tools.report import markdown_table, plot_curves
-from tools.seeded import SeededComparison, Spread, grid_spread, raw_params_at, seeded_check
+from tools.seeded import SeededComparison, Spread, grid_spread, seeded_check
 from tools.stats import compare_pairs
 
 MARKER = "<!-- mnist-pr-report -->"
@@ -80,10 +81,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         ["train_loss", "valid_loss", "valid_accuracy"],
         title=f"Training curves: {name} vs {HEAD}",
     )
+    base_params, head_params = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
     report = pr_markdown(
         base,
         head,
-        params_diff=_json_output("dvc", "params", "diff", "--json", commit),
+        params_diff=params_diff(base_params, head_params),
         code_changes=parse_numstat(vcs.output("git", "diff", "--numstat", commit, "--", *CODE)),
         metrics_diff={
             **_json_output("dvc", "metrics", "diff", "--all", "--json", commit),
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         figure=args.figure_url or str(args.figure),
         branch=vcs.branch(),
-        spread=grid_spread(raw_params_at(commit, name), raw_params_at(vcs.WORKSPACE, HEAD), commit, name),
+        spread=grid_spread(base_params, head_params, commit, name),
         seeded=None if args.seeds is None else seeded_check(commit, name, args.seeds),
         base_ref=args.base,
     )
@@ -252,6 +254,28 @@ def _class_fields(log: Mapping[str, Any]) -> dict[str, Any]:
         return runtime.class_fields(dict(log))
     except (KeyError, AttributeError):
         return {key: log.get(key) for key in ("device", "numerics", "torch", "threads")}
+
+
+def params_diff(base: Mapping[str, Any], head: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every key that differs between two revisions' params.yaml and catalog.yaml, shaped as ``dvc
+    params diff --json`` is; not DVC's own, which compares the keys the stages track, so choosing
+    another optimizer would list the old entry's keys as removed and the new one's as added."""
+    flat = [dict(_flatten(raw)) for raw in (base, head)]
+    diff: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in dict.fromkeys([*flat[0], *flat[1]]):  # in the files' order
+        old, new = flat[0].get(key), flat[1].get(key)
+        if old != new:
+            path = CATALOG if key.split(".", 1)[0] in CATALOG_KEYS else "params.yaml"
+            diff.setdefault(path, {})[key] = {"old": old, "new": new}
+    return diff
+
+
+def _flatten(raw: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _params_changes(params_diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:

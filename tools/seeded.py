@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from stages.core import atomic, runtime
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import Params, parse_params
-from tools import consistency, vcs
+from stages.core.params import CATALOG, Params, parse_params, write_raw
+from tools import vcs
 from tools.report import markdown_table
 from tools.stats import (
     PairedComparison,
@@ -166,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def seeded_check(commit: str, name: str, seeds: int | None = None, out: Path = OUT) -> SeededComparison:
     """The base's configuration (params.yaml at ``commit``) against the workspace's, each with the
     same seeds, reused from the base's grid/runs/ where they can be, else trained."""
-    base_raw, head_raw = raw_params_at(commit, name), raw_params_at(vcs.WORKSPACE, HEAD)
+    base_raw, head_raw = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
     base_params, head_params = _parse(base_raw, name), _parse(head_raw, HEAD)
     count = head_params.grid.seeds if seeds is None else seeds
     if count < 1:
@@ -291,7 +290,7 @@ def _train(label: str, raw: Mapping[str, Any], seeds: list[int], folder: Path, c
     recipe = {key: raw[key] for key in ("arch", "optimizer", "schedule", "train")}
     derived = {**raw, "seed": seeds[0], "grid": {"seeds": len(seeds), "recipes": {label: recipe}}}
     shutil.rmtree(folder, ignore_errors=True)  # the runs of an earlier check
-    atomic.write_text(folder / "params.yaml", yaml.safe_dump(derived, sort_keys=False))
+    write_raw(derived, folder / "params.yaml")
     folder, split = folder.resolve(), Path("data/split").resolve()
     command = [
         sys.executable,
@@ -332,16 +331,9 @@ def _checkout(commit: str | None) -> Iterator[Path]:
         shutil.rmtree(root.parent, ignore_errors=True)
 
 
-def raw_params_at(rev: str, name: str) -> dict[str, Any]:
-    text = vcs.read_at(rev, consistency.PARAMS, name)
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise PipelineError(f"params.yaml at {name} is not valid YAML: {str(error).splitlines()[0]}") from None
-
-
 def _parse(raw: Mapping[str, Any], name: str) -> Params:
-    return parse_params(raw, source=f"params.yaml at {name}" if name != HEAD else "params.yaml")
+    where = f" at {name}" if name != HEAD else ""
+    return parse_params(raw, f"params.yaml{where}", f"{CATALOG}{where}")
 
 
 def _interval(comparison: SeedComparison) -> str:

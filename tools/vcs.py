@@ -14,13 +14,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stages.core.errors import PipelineError
+from stages.core.params import CATALOG
 from tools.report import parse_curves
 
 WORKSPACE = "workspace"
 CURVES = "plots/loss.csv"
 METRICS = ("metrics/train.json", "metrics/evaluate.json")
 PREDICTIONS = "plots/confusion.csv"
+PARAMS = "params.yaml"
 HASH = re.compile(r"[0-9a-f]{7,40}")
 
 
@@ -70,6 +74,21 @@ def read_at(rev: str, path: str, name: str | None = None) -> str:
             f"{path} not found at {name or label(rev, rev)}: run `dvc repro` there and commit its results"
         )
     return result.stdout
+
+
+def params_at(rev: str, name: str | None = None) -> dict[str, Any]:
+    """params.yaml and catalog.yaml at ``rev`` as one mapping (``params.merge``); before catalog.yaml
+    existed, params.yaml held every key."""
+    raw: dict[str, Any] = {}
+    for path in (PARAMS, CATALOG):
+        if path == CATALOG and rev != WORKSPACE and output("git", "ls-tree", "--name-only", rev, CATALOG) == "":
+            continue
+        try:
+            raw.update(yaml.safe_load(read_at(rev, path, name)) or {})
+        except yaml.YAMLError as error:
+            where = name or label(rev, rev)
+            raise PipelineError(f"{path} at {where} is not valid YAML: {str(error).splitlines()[0]}") from None
+    return raw
 
 
 def changed_since(rev: str, *paths: str) -> bool:

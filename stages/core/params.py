@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import yaml
 
-from stages.core import models, numerics
+from stages.core import atomic, models, numerics
 from stages.core.errors import PipelineError
 from stages.core.keywords import Keyword
 from stages.core.models import ACTIVATIONS, CNN, MLP, Architecture, ConvBlock, Head, TrainedModel, load_trained, to_dict
@@ -32,7 +32,7 @@ from stages.core.optimizers import hyperparameters as optimizer_keywords
 from stages.core.schedules import SCHEDULE_TYPES, ScheduleSpec, build_scheduler
 from stages.core.schedules import hyperparameters as schedule_keywords
 
-MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
+MNIST_FILES = {  # data/mnist.yaml key -> file name on the mirrors (without .gz)
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
@@ -40,7 +40,7 @@ MNIST_FILES = {  # params.yaml key -> file name on the mirrors (without .gz)
 }
 PARAMS_KEYS = ("arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate")
 CATALOG = "catalog.yaml"  # beside params.yaml
-CATALOG_KEYS = ("grid", "architectures", "optimizers", "schedules", "mnist_sha256", "mnist_mirrors")
+CATALOG_KEYS = ("grid", "architectures", "optimizers", "schedules")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 KEEP = ("last", "best")
@@ -50,11 +50,13 @@ MAX_SHIFT = 8
 MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 # A value as an error line shows it: a YAML alias bomb is shared lists, a plain repr would expand them.
 _SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 6, 6, 80, 80
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 4, 4, 80, 80
 
 
 @dataclass(frozen=True)
-class DownloadParams:
+class MnistSource:
+    """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
+
     mirrors: tuple[str, ...]
     sha256: Mapping[str, str]
     """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
@@ -146,7 +148,6 @@ class Params:
     device: str
     threads: int
     numerics: str
-    download: DownloadParams
     split: SplitParams
     train: TrainParams
     evaluate: EvaluateParams
@@ -205,8 +206,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_params(path: str | Path = "params.yaml") -> Params:
     """``path`` and the catalog.yaml beside it."""
     path = Path(path)
-    catalog = path.with_name(CATALOG)
-    return parse_params(merge(_read(path), _read(catalog), str(path), str(catalog)), str(path), str(catalog))
+    return parse_params(load_raw(path), str(path), str(path.with_name(CATALOG)))
+
+
+def load_mnist_source(path: str | Path) -> MnistSource:
+    path = Path(path)
+    section = _Section(_read(path), str(path), "")
+    section.reject_unknown({"sha256", "mirrors"})
+    return MnistSource(mirrors=tuple(section.string_list("mirrors")), sha256=_checksums(section.section("sha256")))
 
 
 def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> dict:
@@ -227,18 +234,27 @@ def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source
     return {**params, **catalog}
 
 
-def split(raw: Mapping[str, Any]) -> tuple[dict, dict]:
-    """A merged mapping as the contents of params.yaml and catalog.yaml: for tools that write them."""
-    return {k: v for k, v in raw.items() if k not in CATALOG_KEYS}, {k: v for k, v in raw.items() if k in CATALOG_KEYS}
+def load_raw(path: str | Path = "params.yaml") -> dict:
+    """``path`` and the catalog.yaml beside it as one mapping, not yet validated: for tools and
+    tests that derive params of their own and ``write_raw`` them."""
+    path = Path(path)
+    return merge(_read(path), _read(path.with_name(CATALOG)), str(path), str(path.with_name(CATALOG)))
+
+
+def write_raw(raw: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
+    """The keys of ``raw`` into ``path`` and the catalog.yaml beside it, each in the file it belongs in."""
+    path = Path(path)
+    for target, keys in ((path, PARAMS_KEYS), (path.with_name(CATALOG), CATALOG_KEYS)):
+        atomic.write_text(target, yaml.safe_dump({k: v for k, v in raw.items() if k in keys}, sort_keys=False))
 
 
 def _read(path: Path) -> Any:
     try:
         return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
-        raise PipelineError(f"{path} not found: run from the project root or pass --params") from None
+        raise PipelineError(f"{path} not found: run from the project root") from None
     except IsADirectoryError:
-        raise PipelineError(f"{path} is a directory, not a params file") from None
+        raise PipelineError(f"{path} is a directory, not a YAML file") from None
     except yaml.YAMLError as error:
         raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
 
@@ -276,10 +292,6 @@ def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CA
         device=_device(root),
         threads=root.integer("threads", 1, MAX_THREADS),
         numerics=root.choice("numerics", numerics.MODES),
-        download=DownloadParams(
-            mirrors=tuple(catalog.string_list("mnist_mirrors")),
-            sha256=_checksums(catalog.section("mnist_sha256")),
-        ),
         split=_split(root.section("split")),
         train=train,
         evaluate=_evaluate(root.section("evaluate")),

@@ -38,8 +38,8 @@ def curve_rows(history: list[EpochResult]) -> Iterator[list[float | int]]:
 def test_metrics(result: Evaluation, labels: torch.Tensor) -> dict[str, Any]:
     counts = confusion_matrix(labels, result.predictions)
     return {
+        "test_accuracy": result.accuracy,  # first: the column `dvc exp show` keeps in a narrow terminal
         "test_loss": result.loss,
-        "test_accuracy": result.accuracy,
         "per_class_accuracy": per_class_accuracy(counts),
     }
 

@@ -70,10 +70,10 @@ def write_mirror(folder: Path, train_count: int = 1000, test_count: int = 200) -
     return {name: sha256(content) for name, content in contents.items()}
 
 
-def mirror_params(checksums: dict[str, str]) -> dict:
-    """The params.yaml entries for a mirror that ``write_mirror`` made: its checksums, and no public
-    mirror to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
-    return {"mnist_sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mnist_mirrors": []}
+def mirror_source(checksums: dict[str, str]) -> dict:
+    """data/mnist.yaml for a mirror that ``write_mirror`` made: its checksums, and no public mirror
+    to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
+    return {"sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mirrors": []}
 
 
 def shell_env(mirror_folder: Path) -> dict[str, str]:
