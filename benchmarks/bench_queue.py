@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.synthetic import mirror_params, shell_env, write_mirror
+from testing.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")

@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from stages.cell import JOBS_ENV
 from stages.core.errors import run_stage
-from stages.core.synthetic import mirror_params, shell_env, write_mirror
+from testing.synthetic import mirror_params, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = (

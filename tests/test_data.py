@@ -10,7 +10,7 @@ import torch
 from stages.core import data
 from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx, encode_idx
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
