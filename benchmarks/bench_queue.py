@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from stages.core.params import load_raw, write_raw
-from stages.core.synthetic import mirror_source, shell_env, write_mirror
+from testing.synthetic import mirror_source, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")

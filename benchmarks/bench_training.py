@@ -25,10 +25,11 @@ import torch
 
 from benchmarks import common
 from benchmarks.common import BATCH_SIZE
-from stages.core import data, graphs, tutorial
+from stages.core import data, graphs
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import Params, load_raw, write_raw
 from stages.core.training import epoch_rows, evaluate, scaled_batches, step, train_epoch
+from testing import tutorial
 
 TRAIN_TARGETS = {"mlp_128_64_relu": 6.0}  # tutorial/in-memory, at equal threads and numerics (issue #13)
 VALIDATION_TARGETS = {"mlp_128_64_relu": 15.0}

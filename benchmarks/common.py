@@ -15,7 +15,7 @@ import torch
 from stages.core import data, mirrors, numerics, runtime
 from stages.core.models import Architecture, build_model
 from stages.core.params import Params, load_mnist_source, load_params
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 
 ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid", "lenet5", "cnn_small")
 BATCH_SIZE = 100  # the tutorial's

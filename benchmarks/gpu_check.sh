@@ -67,4 +67,4 @@ run cnn "$work/cnn.yaml" && run cnn-again "$work/cnn.yaml" && same cnn cnn-again
 train absent "$work/absent.yaml"; echo "exit code $?"
 $python -m benchmarks.bench_training --device "$device" --data real --raw "$mirror" --repeats 3 \
   --archs mlp_128_64_relu,mlp_20_sigmoid,lenet5,cnn_small
-$python -m pytest -q -p no:cacheprovider -o addopts="" tests/test_data.py tests/test_equivalence.py 2>&1 | tail -3
+$python -m pytest -q -p no:cacheprovider -o addopts="" -m gpu 2>&1 | tail -3

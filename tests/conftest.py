@@ -21,7 +21,7 @@ from filelock import FileLock
 from stages.cell import JOBS_ENV
 from stages.core.errors import run_stage
 from stages.core.params import load_raw, write_raw
-from stages.core.synthetic import mirror_source, shell_env, write_mirror
+from testing.synthetic import mirror_source, shell_env, write_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = (

@@ -28,7 +28,7 @@ from stages import train
 from stages.core import data
 from stages.core.errors import PipelineError
 from stages.core.params import load_raw, write_raw
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 
 ROOT = Path(__file__).resolve().parent.parent
 CPUS = ("Haswell", "EPYC")  # QEMU's names: Intel AVX2 without AVX-512; AMD AVX2

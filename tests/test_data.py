@@ -10,9 +10,10 @@ import torch
 from stages.core import data
 from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx, encode_idx
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, NO_CUDA])]
 
 
 def test_idx_round_trip_keeps_shape_and_bytes():

@@ -49,7 +49,7 @@ CHROMIUM_FLAGS = (
     "--window-size=1000,900",
 )
 STROKES = {  # each digit's strokes, as points in CSS pixels from the drawing area's centre
-    "1": [[(0, -90), (0, 90)]],  # a vertical bar: what tests/synthetic.py's digits call 1
+    "1": [[(0, -90), (0, 90)]],  # a vertical bar: what testing/synthetic.py's digits call 1
     "7": [[(-70, -85), (70, -85), (-15, 95)]],
 }
 
@@ -109,7 +109,7 @@ def server(reproduced, tmp_path_factory) -> Server:
 
 
 def drawing(fmt: str = "PNG", background: str = "white", ink: str = "black", mode: str = "L") -> bytes:
-    """A 280x280 canvas with one vertical stroke, a "1" (as tests/synthetic.py draws it), encoded."""
+    """A 280x280 canvas with one vertical stroke, a "1" (as testing/synthetic.py draws it), encoded."""
     image = Image.new(mode, (280, 280), background)
     ImageDraw.Draw(image).rectangle((128, 40, 152, 240), fill=ink)
     encoded = io.BytesIO()

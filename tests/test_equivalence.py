@@ -1,4 +1,4 @@
-"""The fast path against the tutorial's per-image loop (stages/core/tutorial.py): bitwise the same
+"""The fast path against the tutorial's per-image loop (testing/tutorial.py): bitwise the same
 weights for the same order, and the same validation figures."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import copy
 import pytest
 import torch
 
-from stages.core import data, runtime, tutorial
+from stages.core import data, runtime
 from stages.core.models import MLP, Architecture, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import TrainParams, load_params
-from stages.core.synthetic import synthetic_digits
 from stages.core.training import epoch_rows, evaluate, fit, scaled_batches, train_epoch
+from testing import tutorial
+from testing.synthetic import synthetic_digits
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")

@@ -16,8 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from stages.core import data, numerics, runtime
 from stages.core.params import load_raw, parse_params, write_raw
-from stages.core.synthetic import synthetic_digits
 from stages.core.training import evaluate, probabilities, train_recipe
+from testing.synthetic import synthetic_digits
 from tests.conftest import ROOT
 from tests.other_cpus import with_activations
 
@@ -28,7 +28,7 @@ import stages, json, sys
 from stages.core import data, runtime
 from stages.core.models import model_bytes, sha256
 from stages.core.params import load_params
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 from stages.core.training import train_recipe
 params = load_params(sys.argv[sys.argv.index("--params") + 1])
 device = runtime.configure(params.threads, params.device, params.numerics)

@@ -36,18 +36,6 @@ def error_for(raw) -> str:
     return message
 
 
-def test_project_defaults_are_the_tutorial_setup():
-    params = load_params(ROOT / "params.yaml")
-    assert (params.arch, params.optimizer, params.schedule) == ("mlp_128_64_relu", "sgd", "none")
-    assert (params.train.epochs, params.train.batch_size, params.train.keep) == (17, 100, "last")
-    assert (params.split.train_size, params.split.valid_size) == (50_000, 10_000)
-    assert (params.device, params.numerics) == ("cpu", "portable")
-    assert params.architecture.hidden == (128, 64) and params.architecture.activation == "relu"
-    assert params.optimizers["momentum"].hyperparameters == {"lr": 0.01, "momentum": 0.9}
-    assert {"sgd", "momentum", "adagrad", "rmsprop", "adam"} <= set(params.optimizers)
-    assert {"none", "step", "cosine", "onecycle"} <= set(params.schedules)
-
-
 def test_the_grid_trains_both_mlps_with_every_optimizer_and_each_cnn_with_its_recipe():
     params = load_params(ROOT / "params.yaml")
     mlp_cells = {(r.arch, r.optimizer) for r in params.grid.recipes.values() if r.arch.startswith("mlp")}

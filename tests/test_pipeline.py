@@ -64,6 +64,16 @@ def test_outputs_are_readable_by_the_group_and_others_as_the_umask_allows(reprod
         assert (reproduced.root / path).stat().st_mode & 0o777 == 0o644, path  # umask 022
 
 
+def test_ci_runs_readmes_commands_as_a_user_copies_them():
+    """CI proves README's test command by running it word for word; the first command is a user's
+    own, with no mirror that only CI has."""
+    root = Path(__file__).resolve().parent.parent
+    setup, test = re.findall(r"^python3 -m venv .*$", (root / "README.md").read_text(), re.MULTILINE)
+    assert test in (root / ".ci/run").read_text().splitlines()
+    assert "-r requirements-dev.txt" in test and "-r requirements.txt" in setup
+    assert setup.endswith(" dvc repro") and "MNIST_MIRRORS" not in setup
+
+
 def readme_exp_show() -> list[str]:
     """README's everyday `dvc exp show` command, as a user copies it."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.core.synthetic import synthetic_digits
+from testing.synthetic import synthetic_digits
 from tests.test_preprocess import blank_png, nan_tiff, two_page_tiff
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from stages.core.errors import PipelineError
 from stages.core.preprocess import centre_of_mass, load_digit, to_mnist
-from stages.core.synthetic import draw_digit
+from testing.synthetic import draw_digit
 
 
 def photograph(digit: np.ndarray, size: tuple[int, int] = (100, 120), at: tuple[int, int] = (5, 30)) -> np.ndarray:

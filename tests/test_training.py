@@ -13,8 +13,8 @@ from stages.core.models import CNN, MLP, ConvBlock, Head, build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import TrainParams
 from stages.core.schedules import ScheduleSpec, build_scheduler
-from stages.core.synthetic import synthetic_digits
 from stages.core.training import Diverged, fit
+from testing.synthetic import synthetic_digits
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")

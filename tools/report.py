@@ -48,8 +48,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def plot_curves(path: str | os.PathLike, curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> None:
-    """``curves_figure`` written as the stages write their figures (``figures.write_png``), so the
-    same curves give the same bytes."""
+    """``curves_figure`` as bytes the way the stages make theirs (``figures.png_bytes``), so the same
+    curves give the same bytes."""
     figures.write_png(path, curves_figure(curves, columns, title))
 
 

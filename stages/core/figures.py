@@ -26,15 +26,17 @@ WRONG, RIGHT = "tab:red", "black"
 
 
 def png_bytes(figure: Figure) -> bytes:
-    """No ``Software`` entry (it names the matplotlib version), and no ``bbox_inches="tight"``
-    (it would make the pixel size depend on the text), so the bytes depend on the data alone."""
+    """Every figure's bytes, the stages' and the tools' alike. No ``Software`` entry (it names the
+    matplotlib version), and no ``bbox_inches="tight"`` (it would make the pixel size depend on the
+    text), so the bytes depend on the data alone."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
 
 
 def write_png(path: str | os.PathLike, figure: Figure) -> None:
-    """The one place a figure meets the disk: reproducible bytes, replaced in one rename."""
+    """A tool's figure, replaced in one rename. The stages hand ``png_bytes`` to their
+    ``atomic.Outputs`` instead, so a figure is replaced together with the results it shows."""
     atomic.write_bytes(path, png_bytes(figure))
 
 
