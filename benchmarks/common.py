@@ -14,7 +14,7 @@ import torch
 
 from stages.core import data, mirrors, numerics, runtime
 from stages.core.models import Architecture, build_model
-from stages.core.params import Params, load_mnist_source, load_params
+from stages.core.params import Params, load_params
 from testing.synthetic import synthetic_digits
 
 ARCHITECTURES = ("mlp_128_64_relu", "mlp_20_sigmoid", "lenet5", "cnn_small")
@@ -64,7 +64,7 @@ def real_full(raw: Path) -> data.Subset:
     if (raw / "train-images-idx3-ubyte").exists():
         return data.read_mnist(raw, "train")
     with tempfile.TemporaryDirectory() as folder:
-        source = load_mnist_source(Path(__file__).resolve().parent.parent / "data/mnist.yaml")
+        source = mirrors.load_source(Path(__file__).resolve().parent.parent / "data/mnist.yaml")
         mirrors.download_all(source.sha256, [raw.resolve().as_uri() + "/"], Path(folder))
         return data.read_mnist(Path(folder), "train")
 

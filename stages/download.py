@@ -13,7 +13,6 @@ from pathlib import Path
 
 from stages.core import mirrors
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_mnist_source
 
 
 def main() -> None:
@@ -21,10 +20,10 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=Path("data/mnist.yaml"), help="checksums and mirrors")
     parser.add_argument("--out", type=Path, default=Path("data/raw"), help="folder for the IDX files")
     args = parser.parse_args()
-    source = load_mnist_source(args.source)
+    source = mirrors.load_source(args.source)
 
     def unchanged() -> None:  # DVC records the file as it is when the stage ends
-        if load_mnist_source(args.source) != source:
+        if mirrors.load_source(args.source) != source:
             raise PipelineError(f"{args.source} changed while this stage ran: nothing written; run it again")
 
     mirrors.download_all(source.sha256, mirrors.mirrors_to_try(source.mirrors), args.out, unchanged)

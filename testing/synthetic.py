@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 from stages.core.idx import encode_idx
-from stages.core.mirrors import sha256
-from stages.core.params import MNIST_FILES
+from stages.core.mirrors import MNIST_FILES, sha256
 
 # Bright rectangles (top, bottom, left, right; inclusive) in the 20x20 box where MNIST puts its
 # digits, each also drawn mirrored through the box's centre. So every class has its own shape,

@@ -6,6 +6,8 @@ import functools
 import gzip
 import http.server
 import shutil
+import subprocess
+import sys
 import threading
 import tracemalloc
 import zlib
@@ -15,7 +17,8 @@ import pytest
 
 from stages.core import mirrors
 from stages.core.errors import PipelineError
-from stages.core.params import MNIST_FILES
+from stages.core.mirrors import MNIST_FILES
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -184,3 +187,9 @@ def test_download_stage_uses_mnist_mirrors_and_exits_2_with_one_error(project, t
     assert err.startswith("error: could not fetch a verified train-images-idx3-ubyte")
     assert "Traceback" not in err
     assert not (project.root / "data/raw").exists()
+
+
+def test_the_download_stage_loads_no_torch():
+    """Fetching four files needs no deep-learning stack: the stage starts in a fraction of a second."""
+    check = "import sys, stages.download; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", check], cwd=ROOT).returncode == 0

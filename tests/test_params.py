@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from stages.core.errors import PipelineError
-from stages.core.params import load_mnist_source, load_params, load_raw, parse_params
+from stages.core.mirrors import load_source
+from stages.core.params import load_params, load_raw, parse_params
 from tests.conftest import ROOT
 
 DEFAULTS = load_raw(ROOT / "params.yaml")
@@ -190,7 +191,7 @@ def test_checksums_must_be_sha256_hex(tmp_path):
     source["sha256"]["test_labels"] = "abc"
     (tmp_path / "mnist.yaml").write_text(yaml.safe_dump(source))
     with pytest.raises(PipelineError, match=r"mnist\.yaml: sha256\.test_labels = 'abc' is invalid; expected a SHA-256"):
-        load_mnist_source(tmp_path / "mnist.yaml")
+        load_source(tmp_path / "mnist.yaml")
 
 
 def test_a_key_in_the_other_file_says_where_it_belongs(tmp_path):

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from stages.core import atomic
 from stages.core.errors import PipelineError
+from stages.core.schema import Section, read_yaml
 
+MNIST_FILES = {  # data/mnist.yaml's key -> the file's name on the mirrors (without .gz)
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 MIRRORS_ENV = "MNIST_MIRRORS"
 TIMEOUT_SECONDS = 60
-MNIST_SIZES = {  # decompressed bytes of each of params.MNIST_FILES: a response is never read past these
+MNIST_SIZES = {  # decompressed bytes of each of MNIST_FILES: a response is never read past these
     "train-images-idx3-ubyte": 47_040_016,
     "train-labels-idx1-ubyte": 60_008,
     "t10k-images-idx3-ubyte": 7_840_016,
@@ -26,12 +35,39 @@ GZIP_WBITS = zlib.MAX_WBITS | 16  # zlib's window, in the gzip wrapper
 CHUNK = 1 << 16
 
 
+@dataclass(frozen=True)
+class Source:
+    """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
+
+    mirrors: tuple[str, ...]
+    sha256: Mapping[str, str]
+    """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
+
+
+def load_source(path: str | Path) -> Source:
+    path = Path(path)
+    section = Section(read_yaml(path), str(path), "")
+    section.reject_unknown({"sha256", "mirrors"})
+    return Source(mirrors=tuple(section.string_list("mirrors")), sha256=checksums(section.section("sha256")))
+
+
+def checksums(section: Section) -> dict[str, str]:
+    section.reject_unknown(set(MNIST_FILES))
+    by_file = {}
+    for key, file_name in MNIST_FILES.items():
+        value = section.string(key).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            section.fail(key, value, "expected a SHA-256 as 64 hex digits")
+        by_file[file_name] = value
+    return by_file
+
+
 class NotMnist(Exception):
     """A response larger than the MNIST file it stands for: a wrong file, or a gzip bomb."""
 
 
 def mirrors_to_try(defaults: Sequence[str], environ: Mapping[str, str] = os.environ) -> list[str]:
-    """``MNIST_MIRRORS`` (comma-separated base URLs) first, then the params' mirrors; each with a
+    """``MNIST_MIRRORS`` (comma-separated base URLs) first, then data/mnist.yaml's; each with a
     trailing slash so a file name can be appended."""
     from_env = [url.strip() for url in environ.get(MIRRORS_ENV, "").split(",") if url.strip()]
     for url in from_env:

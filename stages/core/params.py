@@ -14,8 +14,7 @@ import hashlib
 import json
 import math
 import re
-import reprlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,13 @@ import yaml
 
 from stages.core import atomic, models, numerics
 from stages.core.errors import PipelineError
-from stages.core.keywords import Keyword
 from stages.core.models import ACTIVATIONS, CNN, MLP, Architecture, ConvBlock, Head, TrainedModel, load_trained, to_dict
 from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
 from stages.core.optimizers import hyperparameters as optimizer_keywords
 from stages.core.schedules import SCHEDULE_TYPES, ScheduleSpec, build_scheduler
 from stages.core.schedules import hyperparameters as schedule_keywords
+from stages.core.schema import Section, read_yaml
 
-MNIST_FILES = {  # data/mnist.yaml key -> file name on the mirrors (without .gz)
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 PARAMS_KEYS = ("arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate")
 CATALOG = "catalog.yaml"  # beside params.yaml
 CATALOG_KEYS = ("grid", "architectures", "optimizers", "schedules")
@@ -48,18 +41,6 @@ MAX_SEED = 2**64 - 1  # torch's generators take unsigned 64-bit seeds
 MAX_THREADS = 1024
 MAX_SHIFT = 8
 MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
-# A value as an error line shows it: a YAML alias bomb is shared lists, a plain repr would expand them.
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 4, 4, 80, 80
-
-
-@dataclass(frozen=True)
-class MnistSource:
-    """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
-
-    mirrors: tuple[str, ...]
-    sha256: Mapping[str, str]
-    """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
 
 
 @dataclass(frozen=True)
@@ -189,31 +170,10 @@ class Params:
         return [self.seed + offset for offset in range(self.grid.seeds)]
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML as DVC reads params.yaml: a key given twice in one mapping is an error, not its last value."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                line = key_node.start_mark.line + 1
-                raise yaml.YAMLError(f"key {_SHOWN.repr(key)} appears twice (line {line}); DVC refuses that too")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     """``path`` and the catalog.yaml beside it."""
     path = Path(path)
     return parse_params(load_raw(path), str(path), str(path.with_name(CATALOG)))
-
-
-def load_mnist_source(path: str | Path) -> MnistSource:
-    path = Path(path)
-    section = _Section(_read(path), str(path), "")
-    section.reject_unknown({"sha256", "mirrors"})
-    return MnistSource(mirrors=tuple(section.string_list("mirrors")), sha256=_checksums(section.section("sha256")))
 
 
 def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> dict:
@@ -222,7 +182,7 @@ def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source
         (params, source, PARAMS_KEYS, catalog_source),
         (catalog, catalog_source, CATALOG_KEYS, source),
     ):
-        section = _Section(raw, where, "")
+        section = Section(raw, where, "")
         for key in raw:
             if key not in own:
                 elsewhere = key in PARAMS_KEYS + CATALOG_KEYS
@@ -238,7 +198,7 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
     """``path`` and the catalog.yaml beside it as one mapping, not yet validated: for tools and
     tests that derive params of their own and ``write_raw`` them."""
     path = Path(path)
-    return merge(_read(path), _read(path.with_name(CATALOG)), str(path), str(path.with_name(CATALOG)))
+    return merge(read_yaml(path), read_yaml(path.with_name(CATALOG)), str(path), str(path.with_name(CATALOG)))
 
 
 def write_raw(raw: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
@@ -246,17 +206,6 @@ def write_raw(raw: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
     path = Path(path)
     for target, keys in ((path, PARAMS_KEYS), (path.with_name(CATALOG), CATALOG_KEYS)):
         atomic.write_text(target, yaml.safe_dump({k: v for k, v in raw.items() if k in keys}, sort_keys=False))
-
-
-def _read(path: Path) -> Any:
-    try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except FileNotFoundError:
-        raise PipelineError(f"{path} not found: run from the project root") from None
-    except IsADirectoryError:
-        raise PipelineError(f"{path} is a directory, not a YAML file") from None
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
 
 
 def check_unchanged(params: Params) -> None:
@@ -273,7 +222,7 @@ def check_unchanged(params: Params) -> None:
 
 def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> Params:
     """Both files' keys in one mapping (``merge``); errors name the file each key belongs in."""
-    root, catalog = _Section(raw, source, ""), _Section(raw, catalog_source, "")
+    root, catalog = Section(raw, source, ""), Section(raw, catalog_source, "")
     root.reject_unknown({*PARAMS_KEYS, *CATALOG_KEYS})
     architectures = {name: _architecture(name, section) for name, section in catalog.mapping("architectures").items()}
     optimizers = {name: _optimizer(name, section) for name, section in catalog.mapping("optimizers").items()}
@@ -323,10 +272,10 @@ def load_model_for(params: Params, path: Path, device: torch.device) -> TrainedM
 
 def parse_architecture(name: str, spec: Mapping[str, Any], source: str = CATALOG) -> Architecture:
     """One entry of ``architectures``; also how a saved model's architecture is read back."""
-    return _architecture(name, _Section(spec, source, f"architectures.{name}."))
+    return _architecture(name, Section(spec, source, f"architectures.{name}."))
 
 
-def _architecture(name: str, section: _Section) -> Architecture:
+def _architecture(name: str, section: Section) -> Architecture:
     family = section.choice("family", ARCHITECTURE_FAMILIES)
     architecture = ARCHITECTURE_FAMILIES[family](name, section)
     with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
@@ -336,7 +285,7 @@ def _architecture(name: str, section: _Section) -> Architecture:
     return architecture
 
 
-def _mlp(name: str, section: _Section) -> MLP:
+def _mlp(name: str, section: Section) -> MLP:
     section.reject_unknown({"family", "hidden", "activation", "dropout"})
     return MLP(
         name=name,
@@ -346,7 +295,7 @@ def _mlp(name: str, section: _Section) -> MLP:
     )
 
 
-def _cnn(name: str, section: _Section) -> CNN:
+def _cnn(name: str, section: Section) -> CNN:
     section.reject_unknown({"family", "activation", "blocks", "head"})
     blocks = []
     for block in section.section_list("blocks"):
@@ -384,7 +333,7 @@ def _cnn(name: str, section: _Section) -> CNN:
 ARCHITECTURE_FAMILIES = {"mlp": _mlp, "cnn": _cnn}
 
 
-def _optimizer(name: str, section: _Section) -> OptimizerSpec:
+def _optimizer(name: str, section: Section) -> OptimizerSpec:
     optimizer_type = section.choice("type", OPTIMIZER_TYPES)
     values = section.keywords(optimizer_keywords(optimizer_type))
     if "lr" not in values:
@@ -399,7 +348,7 @@ def _optimizer(name: str, section: _Section) -> OptimizerSpec:
     return spec
 
 
-def _schedule(name: str, section: _Section) -> ScheduleSpec:
+def _schedule(name: str, section: Section) -> ScheduleSpec:
     schedule_type = section.choice("type", SCHEDULE_TYPES)
     return ScheduleSpec(
         name=name, type=schedule_type, hyperparameters=section.keywords(schedule_keywords(schedule_type))
@@ -419,7 +368,7 @@ def _check_combination(recipe: Recipe, where: str) -> None:
         ) from None
 
 
-def _train(section: _Section, partial: bool = False) -> Any:
+def _train(section: Section, partial: bool = False) -> Any:
     """The train section; ``partial`` reads a grid recipe's overrides, where every key is optional."""
     readers = {
         "epochs": lambda: section.integer("epochs", 1, 100_000),
@@ -434,7 +383,7 @@ def _train(section: _Section, partial: bool = False) -> Any:
     return TrainParams(**{key: read() for key, read in readers.items()})
 
 
-def _split(section: _Section) -> SplitParams:
+def _split(section: Section) -> SplitParams:
     section.reject_unknown({"seed", "train_size", "valid_size"})
     return SplitParams(
         seed=section.integer("seed", 0, MAX_SEED),
@@ -443,12 +392,12 @@ def _split(section: _Section) -> SplitParams:
     )
 
 
-def _evaluate(section: _Section) -> EvaluateParams:
+def _evaluate(section: Section) -> EvaluateParams:
     section.reject_unknown({"batch_size"})
     return EvaluateParams(batch_size=section.integer("batch_size", 1, 10**9))
 
 
-def _grid_recipe(params: Params, section: _Section) -> GridRecipe:
+def _grid_recipe(params: Params, section: Section) -> GridRecipe:
     section.reject_unknown({"arch", "optimizer", "schedule", "train"})
     return GridRecipe(
         arch=section.choice("arch", params.architectures),
@@ -458,121 +407,8 @@ def _grid_recipe(params: Params, section: _Section) -> GridRecipe:
     )
 
 
-def _device(root: _Section) -> str:
+def _device(root: Section) -> str:
     device = root.get("device")
     if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
         root.fail("device", device, f"choose one of: {DEVICE_CHOICES} (N up to 9999)")
     return device
-
-
-def _checksums(section: _Section) -> dict[str, str]:
-    section.reject_unknown(set(MNIST_FILES))
-    checksums = {}
-    for key, file_name in MNIST_FILES.items():
-        value = section.string(key).lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", value):
-            section.fail(key, value, "expected a SHA-256 as 64 hex digits")
-        checksums[file_name] = value
-    return checksums
-
-
-_MISSING = object()
-
-
-class _Section:
-    """A mapping in params.yaml that knows its own dotted path, for error messages."""
-
-    def __init__(self, raw: Any, source: str, prefix: str):
-        if not isinstance(raw, Mapping):
-            where = f"{source}: {prefix.rstrip('.')}" if prefix else source
-            raise PipelineError(f"{where} must be a mapping of keys to values, got {_SHOWN.repr(raw)}")
-        self.raw, self.source, self.prefix = raw, source, prefix
-
-    def where(self, key: str = "") -> str:
-        return f"{self.source}: {(self.prefix + key).rstrip('.')}"
-
-    def fail(self, key: str, value: Any, expected: str) -> None:
-        raise PipelineError(f"{self.where(key)} = {_SHOWN.repr(value)} is invalid; {expected}")
-
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        if key not in self.raw:
-            if default is _MISSING:
-                raise PipelineError(f"{self.where(key)} is missing")
-            return default
-        return self.raw[key]
-
-    def section(self, key: str, default: Any = _MISSING) -> _Section:
-        return _Section(self.get(key, default), self.source, f"{self.prefix}{key}.")
-
-    def mapping(self, key: str) -> dict[str, _Section]:
-        sections = self.section(key)
-        if not sections.raw:
-            raise PipelineError(f"{self.where(key)} is empty")
-        return {str(name): sections.section(name) for name in sections.raw}
-
-    def section_list(self, key: str) -> list[_Section]:
-        value = self.get(key)
-        if not isinstance(value, list) or not value:
-            self.fail(key, value, "expected a non-empty list of mappings")
-        return [_Section(item, self.source, f"{self.prefix}{key}[{index}].") for index, item in enumerate(value)]
-
-    def reject_unknown(self, allowed: set[str]) -> None:
-        for key in self.raw:
-            if key not in allowed:
-                self.fail(key, self.raw[key], f"unknown key; valid keys: {', '.join(sorted(allowed))}")
-
-    def choice(self, key: str, choices: Mapping[str, Any] | tuple[str, ...]) -> str:
-        value = self.get(key)
-        if not isinstance(value, str) or value not in choices:
-            self.fail(key, value, f"choose one of: {', '.join(sorted(choices))}")
-        return value
-
-    def string(self, key: str) -> str:
-        value = self.get(key)
-        if not isinstance(value, str) or not value:
-            self.fail(key, value, "expected a non-empty string")
-        return value
-
-    def string_list(self, key: str) -> list[str]:
-        value = self.get(key)
-        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            self.fail(key, value, "expected a list of strings")
-        return value
-
-    def integer(self, key: str, minimum: int, maximum: int, default: Any = _MISSING) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            self.fail(key, value, f"expected an integer from {minimum} to {maximum:,}")
-        return value
-
-    def integer_list(self, key: str, minimum: int, maximum: int, default: Any = _MISSING) -> list[int]:
-        value = self.get(key, default)
-        if not isinstance(value, list) or not all(
-            isinstance(item, int) and not isinstance(item, bool) and minimum <= item <= maximum for item in value
-        ):
-            self.fail(key, value, f"expected a list of integers from {minimum} to {maximum:,}")
-        return value
-
-    def boolean(self, key: str, default: Any = _MISSING) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, value, "expected true or false")
-        return value
-
-    def fraction(self, key: str, default: Any = _MISSING) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            self.fail(key, value, "expected a number from 0 to below 1")
-        return value
-
-    def keywords(self, allowed: Mapping[str, Keyword]) -> dict[str, Any]:
-        """The entry's keys but ``type``, each checked against the torch keyword it is passed as."""
-        self.reject_unknown({"type", *allowed})
-        for keyword in allowed.values():
-            if keyword.required and keyword.name not in self.raw:
-                raise PipelineError(f"{self.where(keyword.name)} is missing; {keyword.expected()}")
-        values = {key: value for key, value in self.raw.items() if key != "type"}
-        for key, value in values.items():
-            if not allowed[key].accepts(value):
-                self.fail(key, value, allowed[key].expected())
-        return values
