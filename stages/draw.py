@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import torch
 from torch import nn
 
-from stages.core import data, runtime
+from stages.core import data, models, runtime
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_model_for, load_params
+from stages.core.params import load_params
 from stages.core.preprocess import ImageTooLarge, UnreadableImage, load_digit
 from stages.core.training import probabilities
 from stages.predict import Prediction
@@ -72,7 +72,7 @@ def load_for_serving(
     model file carries it, and its test accuracy where evaluate tested this very file."""
     params = load_params(params_path)
     device = runtime.configure(params.threads, params.device, params.numerics)
-    trained = load_model_for(params, model_path, device)
+    trained = models.load_for(params.recipe(), model_path, device, params.source)
     run = trained.run
     architecture = ", ".join(f"{key} {value}" for key, value in run["architecture"].items())
     info = {

@@ -12,9 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
-from stages.core import atomic, data, figures, results, runtime
+from stages.core import atomic, data, figures, models, results, runtime
 from stages.core.errors import run_stage
-from stages.core.params import check_unchanged, load_model_for, load_params
+from stages.core.params import check_unchanged, load_params
 from stages.core.training import evaluate
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     params = load_params(args.params)
     recipe = params.recipe()
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
-    trained = load_model_for(params, args.model, device)
+    trained = models.load_for(recipe, args.model, device, params.source)
     test = data.load_subset(args.split / "test.pt")
 
     started = time.perf_counter()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from stages.core import data, runtime
+from stages.core import data, models, runtime
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_model_for, load_params
+from stages.core.params import load_params
 from stages.core.preprocess import MAX_PIXELS, load_digit
 from stages.core.training import probabilities
 
@@ -74,7 +74,7 @@ def main() -> None:
     if args.index:
         test = data.load_subset(args.split / "test.pt")
         inputs += [(f"test[{index}]", *test_set_image(test, index)) for index in args.index]
-    model = load_model_for(params, args.model, device).model
+    model = models.load_for(params.recipe(), args.model, device, params.source).model
 
     images = torch.stack([image for _, image, _ in inputs])
     probs = probabilities(model, data.as_features(images, device))

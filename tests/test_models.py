@@ -9,7 +9,7 @@ from stages.core import runtime
 from stages.core.errors import PipelineError
 from stages.core.models import CNN, MLP, ConvBlock, Head, build_model, count_parameters, load_trained, model_bytes
 from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
-from stages.core.params import load_params, parse_architecture
+from stages.core.params import load_params
 from tests.conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -85,7 +85,7 @@ def saved(tmp_path, architecture, digest="d1"):
 def test_a_saved_model_loads_with_weights_only_and_carries_its_architecture(tmp_path, name):
     architecture = PARAMS.architectures[name]
     path, model = saved(tmp_path, architecture)
-    loaded = load_trained(path, CPU, parse_architecture)
+    loaded = load_trained(path, CPU)
     assert loaded.architecture == architecture and loaded.params_digest == "d1" and loaded.run == {"arch": name}
     for (key, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), key
@@ -97,7 +97,7 @@ def test_loading_into_another_architecture_names_both(tmp_path):
     tanh = MLP("mlp_128_64_relu", (128, 64), "tanh")  # same name and shapes: only the file knows better
     with pytest.raises(PipelineError, match=r"holds architecture 'mlp_128_64_relu', but params.yaml asks for "
                        r"'mlp_128_64_relu' \(activation: relu in the file, tanh in catalog.yaml\)"):  # fmt: skip
-        load_trained(path, CPU, parse_architecture, expected=tanh)
+        load_trained(path, CPU, expected=tanh)
 
 
 @pytest.mark.parametrize(
@@ -109,21 +109,21 @@ def test_an_unreadable_model_file_is_one_line(tmp_path, damage):
     path, _ = saved(tmp_path, TUTORIAL_20)
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(PipelineError, match="is not a model saved by this project's train stage"):
-        load_trained(path, CPU, parse_architecture)
+        load_trained(path, CPU)
 
 
 def test_a_bare_state_dict_is_refused_as_foreign(tmp_path):
     """Models of earlier versions held only weights: which architecture they fit is unknown."""
     torch.save(build_model(TUTORIAL_20).state_dict(), tmp_path / "old.pt")
     with pytest.raises(PipelineError, match="foreign"):
-        load_trained(tmp_path / "old.pt", CPU, parse_architecture)
+        load_trained(tmp_path / "old.pt", CPU)
 
 
 def test_no_model_or_a_folder_in_its_place_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match="absent.pt not found: train a model first"):
-        load_trained(tmp_path / "absent.pt", CPU, parse_architecture)
+        load_trained(tmp_path / "absent.pt", CPU)
     with pytest.raises(PipelineError, match="is a directory, not a model file"):
-        load_trained(tmp_path, CPU, parse_architecture)
+        load_trained(tmp_path, CPU)
 
 
 def test_auto_device_falls_back_to_cpu_only_when_nothing_else_is_there():

@@ -11,18 +11,23 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from stages.core.errors import PipelineError
+from stages.core.schema import Section
+
+if TYPE_CHECKING:
+    from stages.core.params import Recipe
 
 IMAGE_SIZE = 28
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 MODEL_FORMAT = "mnist-dvc-model/1"
 MAX_MODEL_BYTES = 64 * 2**20
+MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 """The most of a model file read, far above any model of this project's architectures (docs/predict.md):
 a path to a device (/dev/zero) or to some huge file is refused after so many bytes, not read until
 memory runs out."""
@@ -109,6 +114,65 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     return value
+
+
+def parse_architecture(name: str, section: Section) -> Architecture:
+    """One entry of catalog.yaml's ``architectures``; also how a saved model's architecture is read back."""
+    family = section.choice("family", PARSERS)
+    architecture = PARSERS[family](name, section)
+    with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
+        count = count_parameters(build_model(architecture))
+    if count > MAX_PARAMETERS:
+        raise PipelineError(f"{section.where()} has {count:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
+    return architecture
+
+
+def _parse_mlp(name: str, section: Section) -> MLP:
+    section.reject_unknown({"family", "hidden", "activation", "dropout"})
+    return MLP(
+        name=name,
+        hidden=tuple(section.integer_list("hidden", minimum=1, maximum=10**9)),
+        activation=section.choice("activation", ACTIVATIONS),
+        dropout=section.fraction("dropout", default=0.0),
+    )
+
+
+def _parse_cnn(name: str, section: Section) -> CNN:
+    section.reject_unknown({"family", "activation", "blocks", "head"})
+    blocks = []
+    for block in section.section_list("blocks"):
+        block.reject_unknown({"channels", "kernel", "padding", "stride", "batch_norm", "pool", "dropout"})
+        blocks.append(
+            ConvBlock(
+                channels=block.integer("channels", 1, 4096),
+                kernel=block.integer("kernel", 1, 28),
+                padding=block.integer("padding", 0, 28, default=0),
+                stride=block.integer("stride", 1, 28, default=1),
+                batch_norm=block.boolean("batch_norm", default=False),
+                pool=block.integer("pool", 0, 28, default=0),
+                dropout=block.fraction("dropout", default=0.0),
+            )
+        )
+    head = section.section("head", default={})
+    head.reject_unknown({"hidden", "batch_norm", "dropout"})
+    architecture = CNN(
+        name=name,
+        activation=section.choice("activation", ACTIVATIONS),
+        blocks=tuple(blocks),
+        head=Head(
+            hidden=tuple(head.integer_list("hidden", minimum=1, maximum=10**9, default=[])),
+            batch_norm=head.boolean("batch_norm", default=False),
+            dropout=head.fraction("dropout", default=0.0),
+        ),
+    )
+    try:
+        architecture.feature_maps()
+    except ValueError as error:
+        raise PipelineError(f"{section.where()}: {error}") from None
+    return architecture
+
+
+PARSERS = {"mlp": _parse_mlp, "cnn": _parse_cnn}
 
 
 def build_model(architecture: Architecture) -> nn.Sequential:
@@ -239,14 +303,20 @@ def model_bytes(model: nn.Module, architecture: Architecture, run: Mapping[str, 
     return buffer.getvalue()
 
 
-def load_trained(
-    path: Path,
-    device: torch.device,
-    parse: Callable[[str, Mapping[str, Any]], Architecture],
-    expected: Architecture | None = None,
-) -> TrainedModel:
-    """The model in ``path``, without unpickling code. ``parse`` turns the architecture it carries
-    back into a dataclass (``params.parse_architecture``); with ``expected``, a model of any other
+def load_for(recipe: Recipe, path: Path, device: torch.device, source: str = "params.yaml") -> TrainedModel:
+    """The model in ``path``, if it was trained with this recipe: a model of another architecture,
+    or of other params, answers for a run that ``source`` no longer describes."""
+    trained = load_trained(path, device, expected=recipe.architecture)
+    if trained.params_digest != recipe.digest:
+        raise PipelineError(
+            f"{path} was trained with other params than {source}'s (params digest {trained.params_digest}, "
+            f"now {recipe.digest}): retrain it (dvc repro train)"
+        )
+    return trained
+
+
+def load_trained(path: Path, device: torch.device, expected: Architecture | None = None) -> TrainedModel:
+    """The model in ``path``, without unpickling code; with ``expected``, a model of any other
     architecture is an error naming both."""
     try:
         with path.open("rb") as file:
@@ -265,7 +335,8 @@ def load_trained(
         if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
             raise ValueError("not a model file of this project")
         spec = dict(saved["architecture"])
-        architecture = parse(spec.pop("name"), spec)
+        name = spec.pop("name")
+        architecture = parse_architecture(name, Section(spec, str(path), f"architectures.{name}."))
         if expected is None or architecture == expected:
             model = build_model(architecture).to(device)
             model.load_state_dict(saved["state_dict"])

@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
+from stages.core.errors import PipelineError
 from stages.core.keywords import Keyword, keywords
+from stages.core.schema import Section
 
 OPTIMIZER_TYPES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -36,3 +38,19 @@ def hyperparameters(optimizer_type: str) -> dict[str, Keyword]:
 def build_optimizer(spec: OptimizerSpec, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.hyperparameters.items()}
     return OPTIMIZER_TYPES[spec.type](parameters, **values)
+
+
+def parse_optimizer(name: str, section: Section) -> OptimizerSpec:
+    """One entry of catalog.yaml's ``optimizers``, checked by torch itself on a throwaway parameter."""
+    optimizer_type = section.choice("type", OPTIMIZER_TYPES)
+    values = section.keywords(hyperparameters(optimizer_type))
+    if "lr" not in values:
+        section.get("lr")  # every entry says its learning rate: the one number a reader looks for
+    if not values["lr"] > 0:
+        section.fail("lr", values["lr"], "a learning rate must be a number > 0")
+    spec = OptimizerSpec(name=name, type=optimizer_type, hyperparameters=values)
+    try:  # torch's own checks (negative momentum, betas outside [0, 1), ...), once, at the edge
+        build_optimizer(spec, [torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise PipelineError(f"{section.where()}: {error}") from None
+    return spec

@@ -22,13 +22,11 @@ from typing import Any
 import torch
 import yaml
 
-from stages.core import atomic, models, numerics
+from stages.core import atomic, numerics
 from stages.core.errors import PipelineError
-from stages.core.models import ACTIVATIONS, CNN, MLP, Architecture, ConvBlock, Head, TrainedModel, load_trained, to_dict
-from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
-from stages.core.optimizers import hyperparameters as optimizer_keywords
-from stages.core.schedules import SCHEDULE_TYPES, ScheduleSpec, build_scheduler
-from stages.core.schedules import hyperparameters as schedule_keywords
+from stages.core.models import Architecture, parse_architecture, to_dict
+from stages.core.optimizers import OptimizerSpec, build_optimizer, parse_optimizer
+from stages.core.schedules import ScheduleSpec, build_scheduler, parse_schedule
 from stages.core.schema import Section, read_yaml
 
 PARAMS_KEYS = ("arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate")
@@ -40,7 +38,6 @@ KEEP = ("last", "best")
 MAX_SEED = 2**64 - 1  # torch's generators take unsigned 64-bit seeds
 MAX_THREADS = 1024
 MAX_SHIFT = 8
-MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 
 
 @dataclass(frozen=True)
@@ -224,9 +221,9 @@ def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CA
     """Both files' keys in one mapping (``merge``); errors name the file each key belongs in."""
     root, catalog = Section(raw, source, ""), Section(raw, catalog_source, "")
     root.reject_unknown({*PARAMS_KEYS, *CATALOG_KEYS})
-    architectures = {name: _architecture(name, section) for name, section in catalog.mapping("architectures").items()}
-    optimizers = {name: _optimizer(name, section) for name, section in catalog.mapping("optimizers").items()}
-    schedules = {name: _schedule(name, section) for name, section in catalog.mapping("schedules").items()}
+    architectures = {name: parse_architecture(name, entry) for name, entry in catalog.mapping("architectures").items()}
+    optimizers = {name: parse_optimizer(name, entry) for name, entry in catalog.mapping("optimizers").items()}
+    schedules = {name: parse_schedule(name, entry) for name, entry in catalog.mapping("schedules").items()}
     train = _train(root.section("train"))
     seed, grid_section = root.integer("seed", 0, MAX_SEED), catalog.section("grid")
     grid_section.reject_unknown({"seeds", "recipes"})
@@ -256,103 +253,6 @@ def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CA
     for name in recipes:
         _check_combination(params.recipe(name), f"{catalog_source}: grid.recipes.{name}")
     return params
-
-
-def load_model_for(params: Params, path: Path, device: torch.device) -> TrainedModel:
-    """The model in ``path``, if it was trained with these params: a model of another architecture,
-    or of other params, answers for a run that params.yaml no longer describes."""
-    trained = load_trained(path, device, parse_architecture, expected=params.architecture)
-    if trained.params_digest != params.recipe().digest:
-        raise PipelineError(
-            f"{path} was trained with other params than {params.source}'s (params digest {trained.params_digest}, "
-            f"now {params.recipe().digest}): retrain it (dvc repro train)"
-        )
-    return trained
-
-
-def parse_architecture(name: str, spec: Mapping[str, Any], source: str = CATALOG) -> Architecture:
-    """One entry of ``architectures``; also how a saved model's architecture is read back."""
-    return _architecture(name, Section(spec, source, f"architectures.{name}."))
-
-
-def _architecture(name: str, section: Section) -> Architecture:
-    family = section.choice("family", ARCHITECTURE_FAMILIES)
-    architecture = ARCHITECTURE_FAMILIES[family](name, section)
-    with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
-        count = models.count_parameters(models.build_model(architecture))
-    if count > MAX_PARAMETERS:
-        raise PipelineError(f"{section.where()} has {count:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
-    return architecture
-
-
-def _mlp(name: str, section: Section) -> MLP:
-    section.reject_unknown({"family", "hidden", "activation", "dropout"})
-    return MLP(
-        name=name,
-        hidden=tuple(section.integer_list("hidden", minimum=1, maximum=10**9)),
-        activation=section.choice("activation", ACTIVATIONS),
-        dropout=section.fraction("dropout", default=0.0),
-    )
-
-
-def _cnn(name: str, section: Section) -> CNN:
-    section.reject_unknown({"family", "activation", "blocks", "head"})
-    blocks = []
-    for block in section.section_list("blocks"):
-        block.reject_unknown({"channels", "kernel", "padding", "stride", "batch_norm", "pool", "dropout"})
-        blocks.append(
-            ConvBlock(
-                channels=block.integer("channels", 1, 4096),
-                kernel=block.integer("kernel", 1, 28),
-                padding=block.integer("padding", 0, 28, default=0),
-                stride=block.integer("stride", 1, 28, default=1),
-                batch_norm=block.boolean("batch_norm", default=False),
-                pool=block.integer("pool", 0, 28, default=0),
-                dropout=block.fraction("dropout", default=0.0),
-            )
-        )
-    head = section.section("head", default={})
-    head.reject_unknown({"hidden", "batch_norm", "dropout"})
-    architecture = CNN(
-        name=name,
-        activation=section.choice("activation", ACTIVATIONS),
-        blocks=tuple(blocks),
-        head=Head(
-            hidden=tuple(head.integer_list("hidden", minimum=1, maximum=10**9, default=[])),
-            batch_norm=head.boolean("batch_norm", default=False),
-            dropout=head.fraction("dropout", default=0.0),
-        ),
-    )
-    try:
-        architecture.feature_maps()
-    except ValueError as error:
-        raise PipelineError(f"{section.where()}: {error}") from None
-    return architecture
-
-
-ARCHITECTURE_FAMILIES = {"mlp": _mlp, "cnn": _cnn}
-
-
-def _optimizer(name: str, section: Section) -> OptimizerSpec:
-    optimizer_type = section.choice("type", OPTIMIZER_TYPES)
-    values = section.keywords(optimizer_keywords(optimizer_type))
-    if "lr" not in values:
-        section.get("lr")  # every entry says its learning rate: the one number a reader looks for
-    if not values["lr"] > 0:
-        section.fail("lr", values["lr"], "a learning rate must be a number > 0")
-    spec = OptimizerSpec(name=name, type=optimizer_type, hyperparameters=values)
-    try:  # torch's own checks (negative momentum, betas outside [0, 1), ...), once, at the edge
-        build_optimizer(spec, [torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise PipelineError(f"{section.where()}: {error}") from None
-    return spec
-
-
-def _schedule(name: str, section: Section) -> ScheduleSpec:
-    schedule_type = section.choice("type", SCHEDULE_TYPES)
-    return ScheduleSpec(
-        name=name, type=schedule_type, hyperparameters=section.keywords(schedule_keywords(schedule_type))
-    )
 
 
 def _check_combination(recipe: Recipe, where: str) -> None:

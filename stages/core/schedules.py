@@ -12,6 +12,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from stages.core.keywords import Keyword, keywords
+from stages.core.schema import Section
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,9 @@ def build_scheduler(
                 "or raise pct_start"
             )
     return Scheduler(kind.scheduler(optimizer, **values, **kind.fixed(epochs, batches_per_epoch)), kind.per_batch)
+
+
+def parse_schedule(name: str, section: Section) -> ScheduleSpec:
+    """One entry of catalog.yaml's ``schedules``."""
+    schedule_type = section.choice("type", SCHEDULE_TYPES)
+    return ScheduleSpec(name=name, type=schedule_type, hyperparameters=section.keywords(hyperparameters(schedule_type)))
