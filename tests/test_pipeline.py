@@ -318,11 +318,11 @@ def test_a_stage_holds_dvcs_lock_while_dvc_runs_it_and_no_lock_otherwise(tmp_pat
     second `dvc exp run` fails at its first step instead of rewriting params.yaml under the stage."""
     import zc.lockfile
 
-    root = Path(__file__).resolve().parent.parent
-    lock = tmp_path / ".dvc/tmp/lock"
+    lock = tmp_path / ".dvc/tmp/lock"  # a DVC repository (the lock is found from the working directory)
     lock.parent.mkdir(parents=True)
     lock.write_text(f" {os.getpid()}\n")  # as DVC leaves it: its pid, and this process starts the stage
     env = {key: value for key, value in os.environ.items() if key not in ("DVC_ROOT", "MNIST_DVC_LOCK")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
 
     def lockable() -> bool:
         try:
@@ -333,17 +333,17 @@ def test_a_stage_holds_dvcs_lock_while_dvc_runs_it_and_no_lock_otherwise(tmp_pat
 
     # its children (a grid cell's seed pool) are inside the stage's run: they import stages and take none
     child = "import subprocess; assert subprocess.run([sys.executable, '-c', 'import stages']).returncode == 0"
-    stage = holding(root, {**env, "DVC_ROOT": str(tmp_path)}, child)
+    stage = holding(tmp_path, {**env, "DVC_ROOT": "/the/workspace"}, child)  # a queued run's names the workspace
     assert stage.stdout.readline() == "ready\n"
     assert not lockable() and lock.read_text() == f" {stage.pid}\n"
     stage.communicate("")
     assert stage.returncode == 0 and lockable()  # released at exit
 
-    outside = holding(root, env)  # no DVC: tests, tools.cluster's workers side by side
+    outside = holding(tmp_path, env)  # no DVC: tests, tools.cluster's workers side by side
     assert outside.stdout.readline() == "ready\n" and lockable()
     lock.write_text(f" {outside.pid}\n")  # a process that is no ancestor took it after DVC started the stage
-    refused = subprocess.run([sys.executable, "-c", "import stages"], cwd=root, env={**env, "DVC_ROOT": str(tmp_path)},
-                             capture_output=True, text=True)  # fmt: skip
+    refused = subprocess.run([sys.executable, "-c", "import stages"], cwd=tmp_path,
+                             env={**env, "DVC_ROOT": "/the/workspace"}, capture_output=True, text=True)  # fmt: skip
     outside.communicate("")
     assert refused.returncode == 2 and lock.read_text() == f" {outside.pid}\n"
     assert refused.stderr == (

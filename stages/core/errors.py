@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 LOCK_ENV = "MNIST_DVC_LOCK"  # set by the stage that holds the lock: processes it starts are inside its run
 
@@ -28,16 +29,19 @@ def run_stage(main: Callable[[], None]) -> None:
 
 
 def hold_dvc_lock() -> None:
-    """Under DVC (``DVC_ROOT`` set), take DVC's repository lock as DVC does (zc.lockfile: ``flock`` on
-    ``.dvc/tmp/lock``, the holder's pid inside), for the rest of this process. DVC 3.67 releases it
-    while a stage's command runs, so without this a second ``dvc exp run`` or ``dvc repro`` in the
-    workspace would rewrite params.yaml under the stage; with it, that one fails at once with DVC's own
-    lock error. The file must still name the DVC process that started this stage, an ancestor: any
-    other took the lock since, and may have changed params.yaml, so the stage refuses with one line
-    (exit 2) and takes nothing."""
-    root = os.environ.get("DVC_ROOT")
-    if not root or os.environ.get(LOCK_ENV):
+    """Under DVC (``DVC_ROOT`` set), take the lock of the DVC repository the stage runs in as DVC
+    does (zc.lockfile: ``flock`` on ``.dvc/tmp/lock``, the holder's pid inside), for the rest of this
+    process. DVC 3.67 releases it while a stage's command runs, so without this a second ``dvc exp
+    run`` or ``dvc repro`` in the workspace would rewrite params.yaml under the stage; with it, that
+    one fails at once with DVC's own lock error. The file must still name the DVC process that
+    started this stage, an ancestor: any other took the lock since, and may have changed params.yaml,
+    so the stage refuses with one line (exit 2) and takes nothing."""
+    if "DVC_ROOT" not in os.environ or os.environ.get(LOCK_ENV):
         return
+    # The repository the stage runs in, found as DVC finds it: DVC_ROOT names the workspace even in
+    # a queued run, whose copy under .dvc/tmp/exps has a lock of its own.
+    cwd = os.getcwd()
+    root = next((folder for folder in (cwd, *Path(cwd).parents) if os.path.isdir(os.path.join(folder, ".dvc"))), cwd)
     path = os.path.join(root, ".dvc", "tmp", "lock")
     try:
         # Never closed: the kernel releases the lock once the process is gone; a Python file object
