@@ -326,25 +326,80 @@ def test_a_run_interrupted_before_a_code_change_is_not_resumed_by_the_new_code(p
     assert "Data and pipelines are up to date" in project.run("dvc", "status", "dvc.yaml").stdout
 
 
-@pytest.mark.slow
-def test_two_experiments_at_once_never_leave_results_that_dvc_calls_up_to_date_but_params_would_not_make(project):
-    """DVC 3.67 writes a second `dvc exp run`'s -S values into params.yaml while the first one's stage
-    runs (it holds its repo lock only between stages); what the project guarantees is what is left."""
-    from stages.core.params import load_params
+def holding(root: Path, env: dict[str, str], code: str = "") -> subprocess.Popen:
+    """A process that imports ``stages`` as a stage does, prints ``ready`` and waits for stdin to close;
+    ``code`` runs first after the import."""
+    script = f"import stages, sys\n{code}\nprint('ready', flush=True)\nsys.stdin.read()"
+    return subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
-    first = subprocess.Popen(
-        ["dvc", "exp", "run", "-S", "train.epochs=40"], cwd=project.root, env=project.env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    for line in first.stdout:
-        if line.startswith("Epoch : 1/"):
-            break
-    second = project.run("dvc", "exp", "run", "-S", "train.epochs=4", check=False)
-    first.stdout.read()
-    first.wait()
-    assert second.returncode != 0 or first.returncode != 0  # one workspace, one run at a time
-    status = json.loads(project.run("dvc", "status", "--json", "dvc.yaml").stdout)
-    if "train" not in status:  # dvc.lock vouches for the model: it must be what params.yaml makes
-        log = json.loads(project.read("logs/train.json"))
-        assert log["params_digest"] == load_params(project.root / "params.yaml").recipe().digest
-        assert len(project.read("plots/loss.csv").splitlines()) == 1 + project.params()["train"]["epochs"]
+
+def test_a_stage_holds_dvcs_lock_while_dvc_runs_it_and_no_lock_otherwise(tmp_path):
+    """DVC unlocks its repository while a stage's command runs: the stage takes the lock itself, so a
+    second `dvc exp run` fails at its first step instead of rewriting params.yaml under the stage."""
+    import zc.lockfile
+
+    lock = tmp_path / ".dvc/tmp/lock"  # a DVC repository (the lock is found from the working directory)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f" {os.getpid()}\n")  # as DVC leaves it: its pid, and this process starts the stage
+    env = {key: value for key, value in os.environ.items() if key not in ("DVC_ROOT", "MNIST_DVC_LOCK")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+
+    def lockable() -> bool:
+        try:
+            zc.lockfile.LockFile(str(lock)).close()
+            return True
+        except zc.lockfile.LockError:
+            return False
+
+    # its children (a grid cell's seed pool) are inside the stage's run: they import stages and take none
+    child = "import subprocess; assert subprocess.run([sys.executable, '-c', 'import stages']).returncode == 0"
+    stage = holding(tmp_path, {**env, "DVC_ROOT": "/the/workspace"}, child)  # a queued run's names the workspace
+    assert stage.stdout.readline() == "ready\n"
+    assert not lockable() and lock.read_text() == f" {stage.pid}\n"
+    stage.communicate("")
+    assert stage.returncode == 0 and lockable()  # released at exit
+
+    outside = holding(tmp_path, env)  # no DVC: tests, tools.cluster's workers side by side
+    assert outside.stdout.readline() == "ready\n" and lockable()
+    lock.write_text(f" {outside.pid}\n")  # a process that is no ancestor took it after DVC started the stage
+    refused = subprocess.run([sys.executable, "-c", "import stages"], cwd=tmp_path,
+                             env={**env, "DVC_ROOT": "/the/workspace"}, capture_output=True, text=True)  # fmt: skip
+    outside.communicate("")
+    assert refused.returncode == 2 and lock.read_text() == f" {outside.pid}\n"
+    assert refused.stderr == (
+        f"error: another DVC process (pid {outside.pid}) took this workspace's lock after DVC started this stage, and "
+        "may have changed params.yaml: nothing done; run again once it ends, or queue runs (dvc exp run --queue)\n"
+    )
+
+
+@pytest.mark.slow  # two `dvc exp run`, the first training 2 epochs: 25 s
+def test_a_second_experiment_while_one_trains_is_refused_before_it_touches_params(project):
+    """The first run's train stage holds DVC's lock: the second fails at its first step with DVC's own
+    lock error, and the first ends as if it had run alone."""
+    import psutil
+
+    lock, log = project.root / ".dvc/tmp/lock", (project.root.parent / "first.log").open("w+")
+    first = subprocess.Popen(["dvc", "exp", "run", "-S", "train.epochs=2"], cwd=project.root, env=project.env,
+                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    while first.poll() is None:  # until the lock names the train stage: it holds it
+        holder = lock.read_text().strip() if lock.exists() else ""
+        if holder.isdigit() and psutil.pid_exists(int(holder)):
+            train = psutil.Process(int(holder))
+            if "stages.train" in train.cmdline():
+                break
+    else:
+        raise AssertionError(f"the first run ended before its train stage:\n{log.seek(0) or log.read()}")
+    train.suspend()  # it holds the lock, however fast it trains, while the second run tries
+    try:
+        second = project.run("dvc", "exp", "run", "-S", "train.epochs=4", check=False)
+        assert project.params()["train"]["epochs"] == 2
+    finally:
+        train.resume()
+    assert first.wait() == 0, log.seek(0) or log.read()
+    assert second.returncode != 0
+    assert second.stderr.startswith("ERROR: Unable to acquire lock. Most likely another DVC process is running")
+    assert project.params()["train"]["epochs"] == 2
+    assert "Data and pipelines are up to date" in project.run("dvc", "status", "dvc.yaml").stdout
+    assert json.loads(project.read("logs/train.json"))["recipe"]["train"]["epochs"] == 2
+    assert len(project.read("plots/loss.csv").splitlines()) == 1 + 2
