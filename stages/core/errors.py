@@ -64,6 +64,7 @@ def hold_dvc_lock() -> None:
         raise SystemExit(2)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f" {os.getpid()}\n".encode(), 0)
+    os.set_inheritable(fd, True)  # kept across exec: a process re-executes itself to pin its numerics
     os.environ[LOCK_ENV] = path
 
 
