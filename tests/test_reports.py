@@ -129,6 +129,7 @@ def test_leaderboard_ranks_by_mean_best_validation_accuracy_with_test_accuracy_o
     assert best_row[5] == "0.9700 ± 0.0100" and best_row[6] == "0.9400 ± 0.0100" and best_row[9] == "0.2500"
     assert "seeds 42, 43, 44" in table and "never used to choose" in table
     assert f"Numerics: {ENVIRONMENT['fingerprint']}." in table
+    assert table.endswith("\n- `mlp_20_sigmoid`: adam over sgd by 0.0600.\n")  # mlp_128_64_relu has no pair
     assert (grid.root / "board.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -144,6 +145,7 @@ def test_recipes_within_noise_of_the_best_are_tied_by_the_stated_rule(grid):
     assert re.fullmatch(r"tied: -0\.0003 \(95% CI -0\.\d{4} to \+0\.\d{4}\)", verdicts["mlp_20_sigmoid-adam"])
     assert re.fullmatch(r"worse: -0\.0100 \(95% CI -0\.\d{4} to -0\.\d{4}\)", verdicts["mlp_128_64_relu-sgd"])
     assert "Student t interval" in table and "paired by seed" in table and "contains 0" in table
+    assert table.endswith("paired by seed:\n\n- `mlp_20_sigmoid`: tied.\n")  # the pair within an architecture
 
 
 def test_one_seed_gives_no_verdict(tmp_path, monkeypatch):
@@ -562,3 +564,19 @@ def test_a_failed_runs_reason_is_its_stages_own_error_line():
     assert compare.error_line(traceback + dvc) == "AssertionError: If capturable=True, params must be on cuda"
     assert compare.error_line(dvc) == dvc.strip()
     assert compare.error_line("nothing useful\n") is None
+
+
+def test_readmes_results_table_is_the_committed_leaderboard():
+    """README restates the grid's figures: each row must be metrics/leaderboard.json's, in its order."""
+    board = json.loads((ROOT / "metrics/leaderboard.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| recipe | best validation accuracy |") :].split("\n\n", 1)[0].splitlines()[2:]
+
+    def figure(entry: dict, key: str) -> str:
+        return f"{entry[key]['mean']:.4f} ± {entry[key]['std']:.4f}"
+
+    expected = [
+        f"| `{name}` | {figure(entry, 'best_valid_accuracy')} | {figure(entry, 'test_accuracy')} | {entry['num_params']:,} |"
+        for name, entry in sorted(board.items(), key=lambda item: item[1]["rank"])
+    ]
+    assert table == expected

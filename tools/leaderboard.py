@@ -14,6 +14,7 @@ recipe without results is listed as failed, never with numbers, and makes the co
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -165,7 +166,31 @@ def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int]) -> str
             figures_.append(standing.kept_valid_accuracy.text() if standing.kept_valid_accuracy else "= best")
         figures_ += [standing.test_accuracy.text(), standing.test_loss.text(), standing.num_params]
         rows.append([standing.rank, *names, *figures_, standing.seconds_per_epoch, _versus(standing)])
-    return markdown_table(header, rows) + "\n" + rule(board, seeds) + "\n"
+    return markdown_table(header, rows) + "\n" + rule(board, seeds) + "\n" + pairs_markdown(board)
+
+
+def pairs_markdown(board: Sequence[Standing]) -> str:
+    """Every two recipes of one architecture, by the rule the table uses against the best: the pairs
+    whose difference lies beyond the seeds' noise, then how many others are tied."""
+    lines = []
+    for arch in dict.fromkeys(standing.recipe.arch for standing in board if standing.rank is not None):
+        ranked = [standing.recipe for standing in board if standing.rank is not None and standing.recipe.arch == arch]
+        optimizers = [recipe.optimizer for recipe in ranked]
+        named = optimizers if len(set(optimizers)) == len(ranked) else [recipe.name for recipe in ranked]
+        beyond, tied = [], 0
+        for (ahead, ahead_name), (behind, behind_name) in itertools.combinations(zip(ranked, named, strict=True), 2):
+            comparison = compare_seeds(_per_seed(ahead), _per_seed(behind), CONFIDENCE)
+            if comparison.tied is False:
+                beyond.append(f"{ahead_name} over {behind_name} by {-comparison.difference:.4f}")
+            tied += comparison.tied is True
+        if tied:
+            beyond.append(
+                f"{tied} other pair{'s' * (tied != 1)} tied" if beyond else "tied" if tied == 1 else "all tied"
+            )
+        if len(ranked) > 1:
+            lines.append(f"- `{arch}`: {'; '.join(beyond) or 'no verdict (1 seed)'}.")
+    heading = "Pairs within an architecture, by the same rule on best validation accuracy, paired by seed:"
+    return "\n".join([heading, "", *lines]) + "\n" if lines else ""
 
 
 def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
@@ -173,7 +198,8 @@ def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
     fingerprints = sorted({run.log.get("fingerprint") or "unknown" for st in board for run in st.recipe.runs})
     seed_list = ", ".join(map(str, seeds))
     lines = [
-        f"Each figure is the mean ± sample standard deviation over seeds {seed_list} (params.yaml: seed, grid.seeds).",
+        f"Each figure is the mean ± sample standard deviation over seeds {seed_list} (params.yaml: seed; "
+        "catalog.yaml: grid.seeds).",
         "Ranked by mean best validation accuracy; test accuracy is shown, never used to choose.",
         f"vs best: a recipe is **tied** with the best when the two-sided {CONFIDENCE:.0%} Student t interval of its "
         "per-seed difference in best validation accuracy (paired by seed) contains 0 (tied within training noise), "
