@@ -572,11 +572,10 @@ def test_readmes_results_table_is_the_committed_leaderboard():
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| recipe | best validation accuracy |") :].split("\n\n", 1)[0].splitlines()[2:]
 
-    def figure(entry: dict, key: str) -> str:
-        return f"{entry[key]['mean']:.4f} ± {entry[key]['std']:.4f}"
+    def row(name: str, entry: dict) -> str:
+        figures = [
+            f"{entry[key]['mean']:.4f} ± {entry[key]['std']:.4f}" for key in ("best_valid_accuracy", "test_accuracy")
+        ]
+        return f"| `{name}` | {' | '.join(figures)} | {entry['num_params']:,} |"
 
-    expected = [
-        f"| `{name}` | {figure(entry, 'best_valid_accuracy')} | {figure(entry, 'test_accuracy')} | {entry['num_params']:,} |"
-        for name, entry in sorted(board.items(), key=lambda item: item[1]["rank"])
-    ]
-    assert table == expected
+    assert table == [row(name, entry) for name, entry in sorted(board.items(), key=lambda item: item[1]["rank"])]
