@@ -94,7 +94,7 @@ def child(args) -> dict:
         )
         seconds[name] = ends[1] - ends[0]
         digests[name] = sha256(model_bytes(model, recipe.architecture, {}, ""))
-    return {"seconds": seconds, "digests": digests, "machine": common.describe(device, args.threads)}
+    return {"seconds": seconds, "digests": digests, "machine": common.describe(device, args.threads, args.numerics)}
 
 
 if __name__ == "__main__":

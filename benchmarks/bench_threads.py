@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(count) for count in args.counts.split(",")]
     params, device, train, _ = common.setup(args)
-    print(common.describe(device, args.counts))
+    print(common.describe(device, args.counts, args.numerics))
     rows, labels = data.as_rows(train.images, device), train.labels.to(device)
     orders = common.epoch_orders(len(train), params.seed, args.repeats)
     for name in common.ARCHITECTURES[:2]:  # the MLPs; bench_training --archs times the CNNs

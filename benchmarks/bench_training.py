@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the train stage for --peak-memory")
     args = parser.parse_args()
     params, device, train, valid = common.setup(args)
-    print(common.describe(device, args.threads))
+    print(common.describe(device, args.threads, args.numerics))
     if args.peak_memory:
         report_peak_memory(args, train, valid)
         return

@@ -29,9 +29,7 @@ def data_arguments(description: str | None) -> argparse.ArgumentParser:
         "--raw", type=Path, default=Path("data/raw"), help="the four IDX files, or a mirror folder of their .gz files"
     )
     parser.add_argument("--params", default="params.yaml", help="architectures, optimizers and seed from here")
-    parser.add_argument(
-        "--numerics", choices=numerics.MODES, help="instead of params.yaml's (read before torch loads, like --params)"
-    )
+    parser.add_argument("--numerics", choices=numerics.MODES, help="instead of params.yaml's")
     parser.add_argument("--train-size", type=int, default=50_000)
     parser.add_argument("--valid-size", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
@@ -43,8 +41,8 @@ def data_arguments(description: str | None) -> argparse.ArgumentParser:
 def setup(args: argparse.Namespace) -> tuple[Params, torch.device, data.Subset, data.Subset]:
     """Configures torch as a stage does, and returns the params and the train/validation split."""
     params = load_params(args.params)
-    mode = args.numerics or params.numerics
-    device = runtime.configure(args.threads, args.device, mode)
+    args.numerics = args.numerics or params.numerics  # the mode in effect, for ``describe``
+    device = runtime.configure(args.threads, args.device, args.numerics)
     if args.data == "synthetic":
         full = synthetic_full(args.train_size + args.valid_size, params.seed)
     else:
@@ -69,9 +67,9 @@ def real_full(raw: Path) -> data.Subset:
         return data.read_mnist(Path(folder), "train")
 
 
-def describe(device: torch.device, threads: object) -> str:
+def describe(device: torch.device, threads: object, mode: str) -> str:
     """The machine line printed above every table: figures mean little without it."""
-    info = runtime.environment(device, numerics.requested_mode(__import__("sys").argv))
+    info = runtime.environment(device, mode)
     return (
         f"{info['device_name']} ({info['device']}), threads {threads}, torch {info['torch']}, "
         f"ATen {info['cpu_capability']}, MKL branch {info['mkl_branch']} ({info['fingerprint']})"

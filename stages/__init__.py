@@ -1,12 +1,11 @@
 """DVC stages of the MNIST pipeline: each module is one stage, run as ``python -m stages.<name>``.
 
-Importing this package takes DVC's repository lock when DVC runs the stage (``errors.hold_dvc_lock``),
-then pins torch's CPU numerics (``numerics: portable`` in params.yaml, the default) before anything
-imports torch: every process that computes a result imports it first.
+Importing this package under DVC takes DVC's repository lock for the rest of the stage's run
+(``errors.hold_dvc_lock``): here, a tenth of a second after DVC releases it, rather than after the
+seconds torch takes to import. Numerics are pinned later, in ``runtime.configure``
+(docs/reproducibility.md, where portable takes effect).
 """
 
-from stages.core import numerics
 from stages.core.errors import hold_dvc_lock
 
-hold_dvc_lock()  # first: before params.yaml is read, and a tenth of a second after DVC unlocks, not torch's seconds
-numerics.pin_from_argv()
+hold_dvc_lock()

@@ -1,4 +1,2 @@
 """Helpers that tests and benchmarks share, kept out of ``stages`` because no stage runs them:
 synthetic MNIST (``synthetic``) and the tutorial's per-image loop as a bitwise reference (``tutorial``)."""
-
-import stages  # noqa: F401  (pins torch's numerics before a helper imports torch)

@@ -5,4 +5,7 @@ import os
 # Two test workers on two cores: one thread each, or their OpenMP threads spin against each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import stages  # noqa: E402, F401  (pins torch's numerics before any test imports torch)
+from stages.core import numerics  # noqa: E402
+
+# Tests run stages' mains in this process, which numerics.pin never restarts: pinned here, before torch loads.
+os.environ.update(numerics.PORTABLE_ENV)

@@ -125,8 +125,8 @@ def run_machine(machine: str, params_files: list[Path], split: Path, out: Path) 
     """One process per machine trains every recipe (importing torch under QEMU takes a while)."""
     emulator = [] if machine == "host" else ["qemu-x86_64", "-cpu", machine]
     mode = "native" if "native" in params_files[0].stem else "portable"
-    command = [*emulator, sys.executable, "-m", "tests.other_cpus", "train", "--numerics", mode, "--split", str(split),
-               "--out", str(out), *map(str, params_files)]  # fmt: skip
+    command = [*emulator, sys.executable, "-m", "tests.other_cpus", "train", "--split", str(split), "--out", str(out),
+               *map(str, params_files)]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "stdout.log", "w") as log:
         result = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -151,12 +151,11 @@ def compare(folder: Path, machines: list[str], names: list[str], quiet: bool = F
 
 
 def train_all() -> None:
-    """``train --numerics MODE --split DIR --out DIR PARAMS...``: the train stage's own ``main`` for
-    each params file in turn, its outputs in ``<out>/<params file's stem>/``. ``--numerics`` is read
-    when ``stages`` is imported, before torch loads (``numerics.requested_mode``)."""
+    """``train --split DIR --out DIR PARAMS...``: the train stage's own ``main`` for each params file
+    in turn, its outputs in ``<out>/<params file's stem>/``. The pins are tests/__init__.py's: a
+    ``tests`` module is never restarted by ``numerics.pin``, which under qemu-user would run on this CPU."""
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
-    parser.add_argument("--numerics", required=True)
     parser.add_argument("--split", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("params", nargs="+")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -24,7 +26,7 @@ from tests.other_cpus import with_activations
 # A short run of an MLP and a CNN (convolutions take another path than matrix products), printed
 # as the digest of each trained model and the process's fingerprint.
 TRAIN = """
-import stages, json, sys
+import json, sys
 from stages.core import data, runtime
 from stages.core.models import model_bytes, sha256
 from stages.core.params import load_params
@@ -43,7 +45,7 @@ print(json.dumps({"digests": digests, "environment": runtime.environment(device,
 """
 # What a machine without AVX-512 offers: ATen's and MKL's widest kernels stop at AVX2.
 AVX2_MACHINE = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-# This process runs pinned to AVX2 (tests/__init__.py imports stages), so ask the CPU itself.
+# This process runs pinned to AVX2 (tests/__init__.py), so ask the CPU itself.
 HOST_HAS_AVX512 = " avx512f " in next((line + " " for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
 
 
@@ -61,10 +63,16 @@ def params_file(tmp_path, mode: str):
     return path
 
 
-def start(params, machine: dict[str, str]) -> subprocess.Popen:
-    env = {key: value for key, value in __import__("os").environ.items() if key not in numerics.PORTABLE_ENV}
+def unpinned() -> dict[str, str]:
+    """This process's environment without the portable pins (tests/__init__.py sets them)."""
+    return {key: value for key, value in os.environ.items() if key not in numerics.PORTABLE_ENV}
+
+
+def start(params, mode: str, machine: dict[str, str]) -> subprocess.Popen:
+    """``python -c`` is no command ``numerics.pin`` restarts: portable's pins are set here, as in the suite."""
+    env = {**unpinned(), **(numerics.PORTABLE_ENV if mode == "portable" else {}), **machine}
     command = [sys.executable, "-c", TRAIN, "--params", str(params)]
-    return subprocess.Popen(command, cwd=ROOT, env={**env, **machine}, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,8 @@ def runs(tmp_path_factory) -> dict[tuple[str, str], dict]:
     results = {}
     for mode in numerics.MODES:
         started = {
-            machine: start(params_file(folder, mode), env) for machine, env in (("host", {}), ("avx2", AVX2_MACHINE))
+            machine: start(params_file(folder, mode), mode, env)
+            for machine, env in (("host", {}), ("avx2", AVX2_MACHINE))
         }
         for machine, process in started.items():
             out, _ = process.communicate(timeout=120)
@@ -113,25 +122,57 @@ def test_dropout_masks_come_from_torchs_own_generator_on_every_cpu():
     assert torch.equal(dropped, kept / 0.75)
 
 
-def test_a_process_that_imported_torch_before_the_pins_refuses_to_compute(tmp_path):
-    script = "import torch, stages\nfrom stages.core import runtime\nruntime.configure(1, 'cpu', 'portable')"
-    env = {key: value for key, value in __import__("os").environ.items() if key not in numerics.PORTABLE_ENV}
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+def test_a_process_that_is_no_command_and_lacks_the_pins_refuses_to_compute():
+    script = "from stages.core import runtime\nruntime.configure(1, 'cpu', 'portable')"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=unpinned(), capture_output=True, text=True)
     assert result.returncode != 0
     assert "numerics: portable, but this process runs ATen" in result.stderr
     assert "the pins must be set before torch is imported" in result.stderr
+    assert "restarting" not in result.stderr
 
 
-def test_the_mode_comes_from_the_params_file_the_process_was_given(tmp_path):
-    (tmp_path / "p.yaml").write_text("numerics: native\n")
-    assert numerics.requested_mode(["-m", "stages.train", "--params", str(tmp_path / "p.yaml")]) == "native"
-    assert numerics.requested_mode([f"--params={tmp_path / 'p.yaml'}"]) == "native"
-    assert numerics.requested_mode(["--params", str(tmp_path / "absent.yaml")]) == "portable"
-    env: dict[str, str] = {}
-    numerics.pin("portable", env)
-    assert env == numerics.PORTABLE_ENV
-    numerics.pin("native", env := {})
-    assert env == {}
+RESTART = "numerics: portable: restarting with ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE"
+
+
+def test_a_stage_started_without_the_pins_restarts_with_them(project):
+    """``numerics.pin``: the train stage started from a shell without the variables sets them and
+    runs again as the same command, once and before any output, and computes the suite's portable run."""
+    expected = json.loads(project.read("logs/train.json"))["fingerprint"]
+    project.set_params(train={**project.params()["train"], "epochs": 1})
+    project.env = {key: value for key, value in project.env.items() if key not in numerics.PORTABLE_ENV}
+    result = project.stage("train")
+    assert result.stderr.count(RESTART) == 1, result.stderr
+    assert result.stdout.count(f"numerics {expected}") == 1
+    log = json.loads(project.read("logs/train.json"))
+    assert (log["fingerprint"], log["cpu_capability"], log["mkl_branch"]) == (expected, "AVX2", "COMPATIBLE")
+
+
+@pytest.mark.parametrize(
+    ("mode", "main", "argv", "pinned", "restarted"),
+    [
+        ("portable", "stages.train", ["python", "-X", "dev", "-m", "stages.train", "--params", "p.yaml"], False, True),
+        ("portable", "stages.train", ["python", "-m", "stages.train"], True, False),
+        ("native", "stages.train", ["python", "-m", "stages.train"], False, False),
+        ("portable", "pytest", ["python", "-m", "pytest", "-q"], False, False),
+        ("portable", "stages.cell", ["python", "-c", "from multiprocessing.spawn import spawn_main"], False, False),
+        ("portable", "tests.other_cpus", ["python", "-m", "tests.other_cpus", "train"], False, False),
+    ],
+    ids=["command", "pinned-command", "native", "pytest", "pool-worker", "not-a-command"],
+)
+def test_only_a_project_command_without_the_pins_restarts(monkeypatch, mode, main, argv, pinned, restarted):
+    """Run in this process with ``exec`` recorded: pytest, a pool's worker (its ``__main__`` is the
+    parent's module) and a ``tests`` module under QEMU must never run their command line again."""
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name=main)))
+    monkeypatch.setattr(sys, "orig_argv", argv)
+    for key in numerics.PORTABLE_ENV:
+        monkeypatch.delenv(key)
+    if pinned:
+        monkeypatch.setattr(os, "environ", {**os.environ, **numerics.PORTABLE_ENV})
+    execs = []
+    monkeypatch.setattr(os, "execv", lambda path, args: execs.append([path, *args[1:]]))
+    numerics.pin(mode)
+    assert execs == ([[sys.executable, *argv[1:]]] if restarted else [])
+    assert (numerics.PORTABLE_ENV.items() <= os.environ.items()) == (pinned or restarted)
 
 
 ENVIRONMENT = {

@@ -2,5 +2,3 @@
 
 Run as ``python -m tools.<name>``; they read what the stages wrote and never train.
 """
-
-import stages  # noqa: F401  (pins torch's numerics before any tool imports torch)

@@ -9,21 +9,19 @@ AVX-512, and replaces the one kernel a recipe reaches whose result the CPU maker
 results are tied to that CPU. docs/reproducibility.md lists every op of every recipe and why each
 gives the same bits everywhere.
 
-The variables are read when torch loads, so ``pin_from_argv`` runs when the ``stages`` package is
-imported, before anything imports torch. This module must not import torch at import time.
+The variables are read when torch loads: ``pin`` is the one place that sets them, restarting a
+command that started without them. This module must not import torch at import time (tests set
+the variables from it before torch loads).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 MODES = ("portable", "native")
-DEFAULT_MODE = "portable"
 PORTABLE_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",  # the widest instruction set every promised CPU has
     "MKL_CBWR": "COMPATIBLE",  # the one MKL branch Intel documents as equal on Intel and AMD CPUs
@@ -34,39 +32,32 @@ PORTABLE_CAPABILITY = "AVX2"
 MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 8: "SSE4_2", 9: "AVX", 10: "AVX2", 12: "AVX512"}
 
 
-def requested_mode(argv: Sequence[str]) -> str:
-    """The mode a command names with ``--numerics`` (the benchmarks do), else the ``numerics`` key of
-    the params file it was started with (``--params``, else ./params.yaml); the default when there
-    is none or it is not a mode (validation says so later)."""
-    options = dict(_options(argv))
-    if options.get("--numerics") in MODES:
-        return options["--numerics"]
-    path = Path(options.get("--params", "params.yaml"))
-    try:
-        import yaml
-
-        mode = (yaml.safe_load(path.read_text()) or {}).get("numerics", DEFAULT_MODE)
-    except (OSError, ValueError, AttributeError):  # no file, not YAML, not a mapping: params.py reports it
-        return DEFAULT_MODE
-    return mode if mode in MODES else DEFAULT_MODE
+COMMANDS = ("stages", "tools", "benchmarks")  # the packages whose ``python -m`` commands ``pin`` restarts
 
 
-def _options(argv: Sequence[str]) -> list[tuple[str, str]]:
-    """``--name value`` and ``--name=value`` pairs, read before argparse (and torch) runs."""
-    pairs = [tuple(arg.split("=", 1)) for arg in argv if arg.startswith("--") and "=" in arg]
-    pairs += [(arg, value) for arg, value in itertools.pairwise(argv) if arg.startswith("--")]
-    return pairs
+def pin(mode: str) -> None:
+    """Where ``portable`` takes effect, for every process (``runtime.configure`` calls it first).
+    torch reads the variables only when it loads, so a command whose environment lacks them sets
+    them and starts again: the same command line, in the same process (``exec``: DVC sees one pid),
+    with one line on stderr saying so; every process it starts inherits them. ``native`` leaves the
+    environment as the user set it. Nothing else restarts (pytest, a notebook, a pool's worker): it
+    inherits them or sets them before importing torch (tests/__init__.py), or ``check`` stops it."""
+    if mode != "portable" or PORTABLE_ENV.items() <= os.environ.items() or not _restartable():
+        return
+    os.environ.update(PORTABLE_ENV)
+    settings = " ".join(f"{key}={value}" for key, value in PORTABLE_ENV.items())
+    print(f"numerics: portable: restarting with {settings}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-def pin(mode: str, environ: MutableMapping[str, str] = os.environ) -> None:
-    """Set the variables ``mode`` needs; ``native`` leaves the environment as the user set it."""
-    if mode == "portable":
-        environ.update(PORTABLE_ENV)
-
-
-def pin_from_argv() -> None:
-    if "torch" not in sys.modules:  # too late otherwise; ``check`` then says so in one line
-        pin(requested_mode(sys.argv))
+def _restartable() -> bool:
+    """Whether this process is ``python -m`` one of the project's commands, so that running its
+    command line again runs it again (a spawned worker runs its parent's module, from ``-c``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    argv = sys.orig_argv
+    command = argv[argv.index("-m") + 1 :] if "-m" in argv else []
+    return spec is not None and command[:1] == [spec.name] and spec.name.partition(".")[0] in COMMANDS
 
 
 def mkl_branch() -> str:
@@ -101,7 +92,8 @@ def check(mode: str) -> str | None:
         )
     return (
         f"numerics: portable, but this process runs ATen {capability} and MKL branch {branch}: the pins "
-        "must be set before torch is imported; start it as `python -m stages.<name>` or `python -m tools.<name>`"
+        "must be set before torch is imported; start it as `python -m stages.<name>` or `python -m tools.<name>` "
+        "(numerics.pin sets them), or set numerics.PORTABLE_ENV before importing torch"
     )
 
 

@@ -20,6 +20,7 @@ def configure(threads: int, device: str, mode: str) -> torch.device:
     """Call first thing in a stage, before any result is computed. The thread count is part of the
     result (a GEMM splits its work by threads), so it comes from params, never from the machine.
     Seeds are set where weights are drawn (``training.train_recipe``)."""
+    numerics.pin(mode)  # portable's variables: a command started without them restarts here, with them
     if problem := numerics.check(mode):
         raise PipelineError(problem)
     numerics.configure_torch(mode)
