@@ -66,8 +66,11 @@ def small_params() -> dict:
 @pytest.fixture(scope="session")
 def fresh(tmp_path_factory, mirror) -> Project:
     """The project as cloned, committed, nothing run: copy it (``.copy``) before changing it."""
-    folder, checksums = mirror
-    repo = tmp_path_factory.mktemp("fresh") / "repo"
+    return new_project(tmp_path_factory.mktemp("fresh") / "repo", *mirror)
+
+
+def new_project(repo: Path, folder: Path, checksums: dict[str, str]) -> Project:
+    """The project in ``repo`` on the synthetic mirror in ``folder``, with ``small_params``, committed."""
     for name in PROJECT_FILES:
         source, target = ROOT / name, repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,13 +99,17 @@ def reproduced(fresh, tmp_path_factory) -> Project:
     with FileLock(shared / "reproduced.lock"):
         if not done.exists():
             shutil.rmtree(root, ignore_errors=True)  # a worker that failed half-way
-            project = fresh.copy(root)
-            project.run("dvc", "repro")
-            project.run("dvc", "repro", "grid/dvc.yaml")
-            project.run("git", "add", "-A")
-            project.run("git", "commit", "-qm", "baseline results")
+            reproduce(fresh.copy(root))
             done.touch()
     return Project(root, fresh.env)
+
+
+def reproduce(project: Project) -> None:
+    """``dvc repro`` of the pipeline and of the grid, its results committed as main is."""
+    project.run("dvc", "repro")
+    project.run("dvc", "repro", "grid/dvc.yaml")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline results")
 
 
 @pytest.fixture

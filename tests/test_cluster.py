@@ -27,17 +27,18 @@ GRID_OUTPUTS = ("grid/runs", "grid/dvc.lock", "metrics/leaderboard.json", "metri
 
 
 def grid_results(root: Path) -> dict[str, object]:
-    """Every file of the grid's runs and the leaderboard's JSON, bit for bit, and each cell's lock
-    entry; of log.json only the fields that are results, and of a lock entry all but the hash of
-    its runs folder, since log.json's timings are in it."""
+    """Every file of the grid's runs and the leaderboard's JSON and figure, bit for bit, and each
+    cell's lock entry; of log.json only the fields that are results, and of a lock entry all but the
+    hash of its runs folder, since log.json's timings are in it."""
     found: dict[str, object] = {}
     for path in sorted((root / "grid/runs").rglob("*")):
         if path.is_file():
             name = path.relative_to(root).as_posix()
             log = json.loads(path.read_text()) if path.name == "log.json" else None
             found[name] = {key: log[key] for key in LOG_RESULTS} if log else path.read_bytes()
-    if (root / "metrics/leaderboard.json").exists():
-        found["metrics/leaderboard.json"] = (root / "metrics/leaderboard.json").read_bytes()
+    for name in ("metrics/leaderboard.json", "plots/grid_valid_accuracy.png"):
+        if (root / name).exists():
+            found[name] = (root / name).read_bytes()
     for name, entry in yaml.safe_load((root / "grid/dvc.lock").read_text())["stages"].items():
         if name.startswith("cell@"):
             found[name] = {key: value for key, value in entry.items() if key != "outs"}
@@ -46,8 +47,12 @@ def grid_results(root: Path) -> dict[str, object]:
 
 @pytest.fixture
 def to_send(project, tmp_path) -> tuple[Project, dict[str, object]]:
-    """The project at a commit without the grid's results, on a bare Git remote (``origin``) and
-    its data in the DVC remote; and the results the serial run gave."""
+    return project, ready_to_send(project, tmp_path)
+
+
+def ready_to_send(project: Project, tmp_path: Path) -> dict[str, object]:
+    """The reproduced ``project`` made a commit without the grid's results, on a bare Git remote
+    (``origin``) in ``tmp_path`` and its data in the DVC remote; returns the results the serial run gave."""
     one_machine = grid_results(project.root)
     project.run("git", "rm", "-rq", *GRID_OUTPUTS)
     project.run("git", "commit", "-qm", "the grid, to run on a cluster")
@@ -56,7 +61,7 @@ def to_send(project, tmp_path) -> tuple[Project, dict[str, object]]:
     project.run("git", "remote", "add", "origin", str(origin))
     project.run("git", "push", "-q", "origin", "main")
     project.run("dvc", "push", "-q")  # the default remote: a folder beside the clone
-    return project, one_machine
+    return one_machine
 
 
 def workers_env(project: Project) -> dict[str, str]:

@@ -18,16 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from stages.core.errors import PipelineError, run_stage
 from tools import cluster_task, vcs
+
+if TYPE_CHECKING:  # imported only to use Slurm
+    import submitit
 
 GRID = "grid/dvc.yaml"
 # What the grid writes: changed in the workspace by a run, never sent to workers.
@@ -140,16 +145,39 @@ def slurm_engine(args: argparse.Namespace) -> Engine:
         jobs = dict(zip([task[3] for task in tasks], array, strict=True))
         print(f"job array {jobs[tasks[0][3]].job_id.split('_')[0]}: logs under .dvc/tmp/cluster/", flush=True)
 
+        lost: set[str] = set()
+
         def states() -> dict[str, str]:
+            queue = None if args.slurm_local else slurm_queue()
+            for cell, job in jobs.items():  # Slurm without accounting (sacct): submitit never sees a killed job end
+                if queue is not None and job.job_id not in queue and not job.done():
+                    lost.add(cell)
             return {
-                cell: "done" if job.done() else "running" if job.state == "RUNNING" else "waiting"
+                cell: "done" if cell in lost or job.done()
+                else "running" if (job.state if queue is None else queue.get(job.job_id)) == "RUNNING"
+                else "waiting"
                 for cell, job in jobs.items()
-            }
+            }  # fmt: skip
 
         follow(states)
-        return [outcome(cell, job.result) for cell, job in jobs.items()]
+        return [lost_job(cell, job) if cell in lost else outcome(cell, job.result) for cell, job in jobs.items()]
 
     return run
+
+
+def lost_job(cell: str, job: submitit.Job) -> dict:
+    """The outcome of a job that left Slurm's queue without a result, with the end of its log."""
+    log = (job.stderr() or "")[-cluster_task.LOG_CHARS :]
+    reason = "ended without a result (cancelled, out of its time or its node lost)"
+    return {"cell": cell, "ok": False, "host": "?", "log": f"Slurm job {job.job_id} {reason}; its log ends:\n{log}"}
+
+
+def slurm_queue() -> dict[str, str] | None:
+    """This user's jobs in Slurm's queue, each one's state by id (an array's task: ``123_4``); None
+    where ``squeue`` fails."""
+    found = subprocess.run(["squeue", "--me", "--noheader", "--array", "--format", "%i %T"], capture_output=True,
+                           text=True)  # fmt: skip
+    return dict(line.split() for line in found.stdout.splitlines()) if found.returncode == 0 else None
 
 
 def by_value(function: Callable) -> Callable:
