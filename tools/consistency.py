@@ -101,10 +101,10 @@ def check_revision(rev: str, name: str, fix: str | None = None) -> tuple[dict[st
 
 
 def check_grid_run(log: Mapping[str, Any], expected_digest: str, folder: str, recipe: str) -> None:
-    """A grid run's log against the digest params.yaml's recipe gives for that seed now."""
+    """A grid run's log against the digest catalog.yaml's recipe gives for that seed now."""
     if log.get("params_digest") != expected_digest:
         raise PipelineError(
-            f"{folder} was made with other params than params.yaml's grid.recipes.{recipe}: "
+            f"{folder} was made with other params than catalog.yaml's grid.recipes.{recipe}: "
             "run `dvc repro grid/dvc.yaml`"
         )
 

@@ -1,9 +1,9 @@
 """The grid's recipes and what each seed's run left in ``grid/runs/<recipe>/seed-<n>/``.
 
-The recipes and seeds come from params.yaml (``grid.recipes``, ``grid_seeds``), as grid/dvc.yaml's
+The recipes and seeds come from catalog.yaml (``grid.recipes``, ``grid_seeds``), as grid/dvc.yaml's
 ``foreach`` expands them, so nothing lists the grid twice. A recipe with a missing seed folder or
 file is failed (DVC deletes a stage's outputs before running it, so a failed run has none); a
-run made with other params than params.yaml's, or with other numerics than the others, is refused.
+run made with other params than the params files', or with other numerics than the others, is refused.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class RecipeRuns:
 
 
 def read_grid(params: Params, runs: Path) -> list[RecipeRuns]:
-    """Every recipe in params.yaml's order. Raises ``PipelineError`` for a stale run, or runs of
+    """Every recipe in catalog.yaml's order. Raises ``PipelineError`` for a stale run, or runs of
     different numerics fingerprints; a missing one makes its recipe failed."""
     recipes = [read_recipe(params, runs, name) for name in params.grid.recipes]
     consistency.check_fingerprints(

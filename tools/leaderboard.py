@@ -7,7 +7,7 @@ is within the seeds' noise is marked tied, one beyond it worse, by the rule of `
 and one standard deviation each, so ``dvc metrics diff --targets metrics/leaderboard.json`` stays
 short; not a declared DVC metric, which would put it in every row of ``dvc exp show``),
 the table as markdown (with seconds per epoch), and each recipe's validation accuracy per epoch,
-mean over seeds, in one figure. Results that do not belong to params.yaml's grid are refused; a
+mean over seeds, in one figure. Results that do not belong to catalog.yaml's grid are refused; a
 recipe without results is listed as failed, never with numbers, and makes the command fail.
 """
 
@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def standings(recipes: Sequence[RecipeRuns]) -> list[Standing]:
-    """Recipes with results by mean best validation accuracy (params.yaml's order on equal means),
-    each compared with the first; failed recipes last, in params.yaml's order."""
+    """Recipes with results by mean best validation accuracy (catalog.yaml's order on equal means),
+    each compared with the first; failed recipes last, in catalog.yaml's order."""
     done = [_summarise(recipe) for recipe in recipes if recipe.error is None]
     done.sort(key=lambda standing: -standing.best_valid_accuracy.mean)
     if not done:
@@ -126,7 +126,7 @@ def _per_seed(recipe: RecipeRuns) -> dict[int, float]:
 
 
 def leaderboard_json(board: Sequence[Standing], order: Sequence[str] = ()) -> dict[str, Any]:
-    """One entry per recipe, in ``order`` (params.yaml's, so a new ranking changes ``rank`` rather
+    """One entry per recipe, in ``order`` (catalog.yaml's, so a new ranking changes ``rank`` rather
     than every line): names, status, and each figure's mean and std over the seeds."""
     position = {name: index for index, name in enumerate(order)}
     entries = {}

@@ -3,7 +3,7 @@ grid's seeds, compared seed by seed (the leaderboard's rule) and image by image 
 
 One trained model per side measures test-set noise only: McNemar asks whether two models differ on
 the same test images, not whether another seed would order them the same way. Here both sides are
-trained with the same seeds (params.yaml's ``seed`` and the ``grid.seeds`` after it, or ``--seeds``),
+trained with the same seeds (params.yaml's ``seed`` and catalog.yaml's ``grid.seeds`` after it, or ``--seeds``),
 so a change of seed alone is tied by construction. The verdict is the paired Student t interval of
 the per-seed difference in test accuracy (``stats.compare_seeds``): better, worse, or tied within
 training noise; best validation accuracy (the leaderboard's metric) and McNemar on the predictions of
@@ -153,7 +153,7 @@ class Spread:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="origin/main", help="branch or revision the change goes into")
-    parser.add_argument("--seeds", type=int, help="seeds per side (default: params.yaml's grid.seeds)")
+    parser.add_argument("--seeds", type=int, help="seeds per side (default: catalog.yaml's grid.seeds)")
     parser.add_argument("--markdown", type=Path, default=Path("seeded.md"))
     args = parser.parse_args(argv)
     commit = vcs.resolve(args.base)
