@@ -206,7 +206,7 @@ def test_a_run_made_with_other_params_is_refused_naming_it_and_what_to_run(grid)
     with pytest.raises(PipelineError) as error:
         grid.leaderboard()
     assert str(error.value) == (
-        "grid/runs/mlp_20_sigmoid-adam/seed-42 was made with other params than params.yaml's "
+        "grid/runs/mlp_20_sigmoid-adam/seed-42 was made with other params than catalog.yaml's "
         "grid.recipes.mlp_20_sigmoid-adam: run `dvc repro grid/dvc.yaml`"
     )
     assert not (grid.root / "board.json").exists()  # a refusal writes nothing
