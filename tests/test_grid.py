@@ -20,6 +20,7 @@ from tools.grid import RUN_FILES
 @pytest.mark.slow  # two grid runs: 20 s
 def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_is_fixed(project, monkeypatch):
     kept = {path: path.read_bytes() for path in (project.root / "grid/runs/mlp_20_sigmoid-adam").rglob("*.*")}
+    sgd = {path: path.read_bytes() for path in (project.root / "grid/runs/mlp_20_sigmoid-sgd").rglob("*.csv")}
     # capturable Adam passes validation but fails at the first step on a CPU.
     optimizers = project.params()["optimizers"]
     optimizers["adam"]["capturable"] = True
@@ -27,7 +28,9 @@ def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_i
     result = project.run("dvc", "repro", "--keep-going", "grid/dvc.yaml", check=False)
     assert result.returncode != 0
     assert "cell@mlp_20_sigmoid-adam" in result.stderr
-    assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-sgd'" not in result.stdout  # unchanged: skipped
+    # catalog.yaml is every cell's dependency: the sgd cell runs again, to the same bits.
+    assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-sgd'" in result.stdout
+    assert {path: path.read_bytes() for path in sgd} == sgd
     assert "Running stage 'grid/dvc.yaml:leaderboard'" not in result.stdout  # DVC runs no stage after a failed one
 
     assert {path: path.read_bytes() for path in kept} == kept  # the last runs, kept (persist), never a mix of seeds
@@ -35,7 +38,7 @@ def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_i
     with pytest.raises(PipelineError) as error:
         leaderboard.main([])
     assert str(error.value) == (
-        "grid/runs/mlp_20_sigmoid-adam/seed-42 was made with other params than params.yaml's "
+        "grid/runs/mlp_20_sigmoid-adam/seed-42 was made with other params than catalog.yaml's "
         "grid.recipes.mlp_20_sigmoid-adam: run `dvc repro grid/dvc.yaml`"
     )  # never ranked beside the new params
 
@@ -53,12 +56,11 @@ def test_a_failing_recipe_is_reported_as_failed_and_the_grid_completes_once_it_i
     assert failed_row.startswith("| - | mlp_20_sigmoid-adam | mlp_20_sigmoid | adam | none | **FAILED**: grid/runs/")
     assert "0." not in failed_row
 
-    # Fixed: only the failed recipe runs again, then the leaderboard.
+    # Fixed: the cells run again (catalog.yaml changed once more), then the leaderboard.
     del optimizers["adam"]["capturable"]
     project.set_params(optimizers=optimizers)
     rerun = project.run("dvc", "repro", "grid/dvc.yaml").stdout
     assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-adam'" in rerun
-    assert "Running stage 'grid/dvc.yaml:cell@mlp_20_sigmoid-sgd'" not in rerun
     assert "Running stage 'grid/dvc.yaml:leaderboard'" in rerun
     for recipe in ("mlp_20_sigmoid-sgd", "mlp_20_sigmoid-adam"):
         for seed in (42, 43):
