@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from stages.core.params import load_raw, write_raw
-from testing.synthetic import mirror_source, shell_env, write_mirror
+from testing.synthetic import shell_env, write_mirror, write_source
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ("arch=mlp_20_sigmoid,mlp_128_64_relu", "optimizer=sgd,momentum,adagrad,rmsprop,adam")
@@ -66,7 +64,7 @@ def prepared_clone(folder: Path, args: argparse.Namespace) -> tuple[Path, dict[s
     if args.data == "synthetic":
         mirror = folder / "mirror"
         checksums = write_mirror(mirror, train_count=args.train_size + args.valid_size)
-        (repo / "data/mnist.yaml").write_text(yaml.safe_dump(mirror_source(checksums), sort_keys=False))
+        write_source(repo, checksums)
     params["split"].update(train_size=args.train_size, valid_size=args.valid_size)
     params["train"]["epochs"] = args.epochs
     write_raw(params, repo / "params.yaml")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from stages.core.idx import encode_idx
 from stages.core.mirrors import MNIST_FILES, sha256
@@ -69,10 +70,11 @@ def write_mirror(folder: Path, train_count: int = 1000, test_count: int = 200) -
     return {name: sha256(content) for name, content in contents.items()}
 
 
-def mirror_source(checksums: dict[str, str]) -> dict:
-    """data/mnist.yaml for a mirror that ``write_mirror`` made: its checksums, and no public mirror
-    to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
-    return {"sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mirrors": []}
+def write_source(repo: Path, checksums: dict[str, str]) -> None:
+    """``repo``'s data/mnist.yaml for a mirror that ``write_mirror`` made: its checksums, and no
+    public mirror to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
+    source = {"sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mirrors": []}
+    (repo / "data/mnist.yaml").write_text(yaml.safe_dump(source, sort_keys=False))
 
 
 def shell_env(mirror_folder: Path) -> dict[str, str]:

@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from filelock import FileLock
 
 from stages.cell import JOBS_ENV
 from stages.core.errors import run_stage
 from stages.core.params import load_raw, write_raw
-from testing.synthetic import mirror_source, shell_env, write_mirror
+from testing.synthetic import shell_env, write_mirror, write_source
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = (
@@ -80,7 +79,7 @@ def new_project(repo: Path, folder: Path, checksums: dict[str, str]) -> Project:
             shutil.copy(source, target)
     project = Project(repo, {**shell_env(folder), JOBS_ENV: "1"})  # a grid seed's pool would cost more than it saves
     write_raw(small_params(), repo / "params.yaml")
-    (repo / "data/mnist.yaml").write_text(yaml.safe_dump(mirror_source(checksums), sort_keys=False))
+    write_source(repo, checksums)
     project.run("git", "init", "-q", "-b", "main")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "project under test")
