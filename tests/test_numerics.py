@@ -134,6 +134,7 @@ def test_a_process_that_is_no_command_and_lacks_the_pins_refuses_to_compute():
 RESTART = "numerics: portable: restarting with ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE"
 
 
+@pytest.mark.slow  # a whole train stage in its own process, twice over (the restart)
 def test_a_stage_started_without_the_pins_restarts_with_them(project):
     """``numerics.pin``: the train stage started from a shell without the variables sets them and
     runs again as the same command, once and before any output, and computes the suite's portable run."""
