@@ -72,7 +72,8 @@ def load_for_serving(
     model file carries it, and its test accuracy where evaluate tested this very file."""
     params = load_params(params_path)
     device = runtime.configure(params.threads, params.device, params.numerics)
-    trained = models.load_for(params.recipe(), model_path, device, params.source)
+    recipe = params.recipe()
+    trained = models.load_for(model_path, device, recipe.architecture, recipe.digest, params.source)
     run = trained.run
     architecture = ", ".join(f"{key} {value}" for key, value in run["architecture"].items())
     info = {

@@ -34,7 +34,7 @@ def main() -> None:
     params = load_params(args.params)
     recipe = params.recipe()
     device = runtime.configure(recipe.threads, recipe.device, recipe.numerics)
-    trained = models.load_for(recipe, args.model, device, params.source)
+    trained = models.load_for(args.model, device, recipe.architecture, recipe.digest, params.source)
     test = data.load_subset(args.split / "test.pt")
 
     started = time.perf_counter()

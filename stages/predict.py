@@ -74,7 +74,8 @@ def main() -> None:
     if args.index:
         test = data.load_subset(args.split / "test.pt")
         inputs += [(f"test[{index}]", *test_set_image(test, index)) for index in args.index]
-    model = models.load_for(params.recipe(), args.model, device, params.source).model
+    recipe = params.recipe()
+    model = models.load_for(args.model, device, recipe.architecture, recipe.digest, params.source).model
 
     images = torch.stack([image for _, image, _ in inputs])
     probs = probabilities(model, data.as_features(images, device))

@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,18 +19,15 @@ from torch import nn
 from stages.core.errors import PipelineError
 from stages.core.schema import Section
 
-if TYPE_CHECKING:
-    from stages.core.params import Recipe
-
 IMAGE_SIZE = 28
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 MODEL_FORMAT = "mnist-dvc-model/1"
 MAX_MODEL_BYTES = 64 * 2**20
-MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 """The most of a model file read, far above any model of this project's architectures (docs/predict.md):
 a path to a device (/dev/zero) or to some huge file is refused after so many bytes, not read until
 memory runs out."""
+MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -303,14 +300,16 @@ def model_bytes(model: nn.Module, architecture: Architecture, run: Mapping[str, 
     return buffer.getvalue()
 
 
-def load_for(recipe: Recipe, path: Path, device: torch.device, source: str = "params.yaml") -> TrainedModel:
-    """The model in ``path``, if it was trained with this recipe: a model of another architecture,
-    or of other params, answers for a run that ``source`` no longer describes."""
-    trained = load_trained(path, device, expected=recipe.architecture)
-    if trained.params_digest != recipe.digest:
+def load_for(
+    path: Path, device: torch.device, architecture: Architecture, digest: str, source: str = "params.yaml"
+) -> TrainedModel:
+    """The model in ``path``, if it was trained with this architecture and the params of this digest
+    (a recipe's): any other model answers for a run that ``source`` no longer describes."""
+    trained = load_trained(path, device, expected=architecture)
+    if trained.params_digest != digest:
         raise PipelineError(
             f"{path} was trained with other params than {source}'s (params digest {trained.params_digest}, "
-            f"now {recipe.digest}): retrain it (dvc repro train)"
+            f"now {digest}): retrain it (dvc repro train)"
         )
     return trained
 

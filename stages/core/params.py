@@ -1,7 +1,8 @@
 """params.yaml and catalog.yaml, validated once into typed objects; every stage reads its params
 through here. params.yaml is the single configuration (what `dvc exp run -S` changes); catalog.yaml
-holds the named entries it chooses from, the grid and MNIST's files (kept apart: DVC shows every key
-of params.yaml in each row of `dvc exp show`, but of another file only the keys a stage tracks).
+holds the named entries it chooses from and the grid (kept apart: DVC shows every key of params.yaml
+in each row of `dvc exp show`, but of another file only the keys a stage tracks). MNIST's files and
+mirrors are data/mnist.yaml's (stages/core/mirrors.py).
 
 A bad value raises ``PipelineError`` with one line naming the key, the value and what is allowed,
 before any stage writes anything. Unknown keys are errors too, in every section: a misspelt key
