@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import Project
 from tools.cluster import odd_fingerprints
+from tools.cluster_task import cell_environment
 
 # log.json's other fields are timings and the machine's name.
 LOG_RESULTS = ("params_digest", "model_sha256", "fingerprint")
@@ -149,6 +150,17 @@ def test_slurm_path_reports_a_failed_cell_with_its_log_keeps_the_other_and_sends
     project.tool("cluster", "run", "--engine", "slurm", "--slurm-local")
     assert grid_results(project.root) == one_machine
     assert project.run("dvc", "status", "grid/dvc.yaml").stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_a_cell_runs_without_what_a_dask_nanny_sets_for_its_worker():
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")  # registers the nanny's defaults
+    nanny = {key: str(value) for key, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()}
+    assert "MALLOC_TRIM_THRESHOLD_" in nanny
+    environ = {**nanny, "PATH": "/usr/bin", "HOME": "/home/worker"}
+    env = cell_environment(environ)
+    assert not set(nanny) & set(env)
+    assert env["HOME"] == "/home/worker" and env["PATH"].endswith(os.pathsep + "/usr/bin")
 
 
 def test_a_cell_of_another_fingerprint_is_refused_with_one_line_naming_it_and_both():

@@ -18,9 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 LOG_CHARS = 4000  # of a failed cell's log, the end: where the error is
+# What a Dask nanny sets for its worker (distributed.nanny.pre-spawn-environ), none of it the cell's:
+# glibc told a trim threshold maps and unmaps every large tensor, which makes the convolutional
+# cells' epochs far slower (docs/performance.md); the stages set their threads from params.
+NANNY_ENVIRON = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def run_cell(git_url: str, commit: str, dvc_remote: str, cell: str) -> dict:
@@ -28,8 +33,7 @@ def run_cell(git_url: str, commit: str, dvc_remote: str, cell: str) -> dict:
     ``ok``, ``host``, ``seconds``, and either the ``log`` or the numerics ``fingerprint`` of its
     runs, its ``files`` (path under its runs folder: bytes) and the ``lock`` file DVC wrote."""
     started = time.monotonic()
-    tools = os.path.dirname(sys.executable)  # this environment's dvc, and its python for the stage's command
-    env = {**os.environ, "PATH": tools + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
+    env = cell_environment(os.environ)
     outcome = {"cell": cell, "host": socket.gethostname()}
     log: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mnist-cell-") as folder:
@@ -53,3 +57,10 @@ def run_cell(git_url: str, commit: str, dvc_remote: str, cell: str) -> dict:
         lock = (repo / "grid/dvc.lock").read_text()
     return {**outcome, "ok": True, "seconds": time.monotonic() - started, "fingerprint": ",".join(fingerprints),
             "files": files, "lock": lock}  # fmt: skip
+
+
+def cell_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment as a cell runs in it: as under ``dvc repro`` on one machine."""
+    tools = os.path.dirname(sys.executable)  # this environment's dvc, and its python for the stage's command
+    kept = {key: value for key, value in environ.items() if key not in NANNY_ENVIRON}
+    return {**kept, "PATH": tools + os.pathsep + environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
