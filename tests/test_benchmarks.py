@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 SMALL = ("--data", "synthetic", "--train-size", "600", "--valid-size", "200", "--repeats", "1")
@@ -29,6 +31,7 @@ def test_bench_training_times_each_loop_and_finds_the_weights_bitwise_equal():
     assert "cpu-portable-" in output.splitlines()[0]  # the machine line names the numerics
 
 
+@pytest.mark.slow  # a whole train stage in its own process
 def test_bench_training_measures_the_train_stage_peak_memory():
     output = run_benchmark("bench_training", "--peak-memory")
     assert re.search(r"train stage peak RSS \(\w+, 1 epochs\): [\d.]+ GB .*; import torch alone: [\d.]+ GB", output)
