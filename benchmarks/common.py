@@ -104,7 +104,9 @@ def ratio(slow: list[float], fast: list[float]) -> float:
 
 
 def same_init_models(architecture: Architecture, count: int, device: torch.device) -> list[torch.nn.Module]:
-    """``count`` models with one initialisation, so the loops under comparison start level."""
+    """``count`` models with one initialisation, so the loops under comparison start level; seeded,
+    so one invocation's losses compare with another's."""
+    torch.manual_seed(0)
     first = build_model(architecture).to(device)
     return [first, *(copy.deepcopy(first) for _ in range(count - 1))]
 
