@@ -30,14 +30,15 @@ from stages.core.models import model_bytes, sha256
 from stages.core.training import train_recipe
 
 MKL_PINNED = {key: value for key, value in numerics.PORTABLE_ENV.items() if key != "ATEN_CPU_CAPABILITY"}
-# name: (environment, oneDNN and NNPACK for convolutions, a correctly rounded sqrt, exactly portable)
+# name: (environment, oneDNN and NNPACK for convolutions, a correctly rounded sqrt, products on the pinned
+# OpenBLAS, exactly portable)
 CANDIDATES = {
-    "native": ({}, True, False, False),
-    "aten-avx2": ({"ATEN_CPU_CAPABILITY": "avx2"}, True, False, False),
-    "mkl-compatible": (MKL_PINNED, False, True, False),
-    "aten-default+mkl-compatible": ({**MKL_PINNED, "ATEN_CPU_CAPABILITY": "default"}, False, True, True),
-    "portable-but-vml-sqrt": (numerics.PORTABLE_ENV, False, False, False),  # the sqrt's own cost
-    "portable": (numerics.PORTABLE_ENV, False, True, True),  # aten-avx2+mkl-compatible: numerics.py's choice
+    "native": ({}, True, False, False, False),
+    "aten-avx2": ({"ATEN_CPU_CAPABILITY": "avx2"}, True, False, False, False),
+    "mkl-compatible": (MKL_PINNED, False, True, False, False),
+    "portable-mkl-gemm": (numerics.PORTABLE_ENV, False, True, False, True),  # products on MKL's COMPATIBLE branch
+    "portable-but-vml-sqrt": (numerics.PORTABLE_ENV, False, False, True, False),  # the sqrt's own cost
+    "portable": (numerics.PORTABLE_ENV, False, True, True, True),  # numerics.py's choice
 }
 
 
@@ -74,7 +75,7 @@ def main() -> None:
     for name in candidates:
         cells = [f"{recipe} {statistics.median(seconds):.3f} s ({common.ratio(seconds, native[recipe]):.2f}x native)"
                  for recipe, seconds in times[name].items()]  # fmt: skip
-        print(f"{name:28} {'; '.join(cells)}; exactly portable: {'yes' if CANDIDATES[name][3] else 'no'}")
+        print(f"{name:28} {'; '.join(cells)}; exactly portable: {'yes' if CANDIDATES[name][4] else 'no'}")
     same = [name for name in candidates if digests[name] == digests["native"]]
     print(f"same weights as native on this machine: {', '.join(same)}")
 
@@ -84,6 +85,7 @@ def child(args) -> dict:
     params, device, train, valid = common.setup(args)
     numerics.convolution_libraries(enabled=CANDIDATES[args.candidate][1])
     numerics.correctly_rounded_sqrt(enabled=CANDIDATES[args.candidate][2])
+    numerics.pinned_products(enabled=CANDIDATES[args.candidate][3], threads=args.threads)
     seconds, digests = {}, {}
     for name in args.recipes.split(","):
         recipe = params.recipe(None if name == "default" else name)

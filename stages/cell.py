@@ -19,7 +19,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from stages.core import atomic, data, numerics, results, runtime
+from stages.core import atomic, data, results, runtime
 from stages.core.errors import run_stage
 from stages.core.models import count_parameters
 from stages.core.params import check_unchanged, load_params
@@ -45,7 +45,6 @@ def main() -> None:
     runs = [(args.params, args.recipe, seed, args.split, args.out, args.checkpoints) for seed in params.grid_seeds]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     jobs = min(len(runs), args.jobs or int(os.environ.get(JOBS_ENV, 0)) or max(1, cores // params.threads))
-    numerics.pin(params.numerics)  # before the seeds' processes start: they inherit the pinned environment
     with atomic.Outputs() as outputs:  # a seed's error ends the stage with that error, and nothing replaced
         if jobs == 1:
             for run in runs:

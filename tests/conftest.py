@@ -119,7 +119,7 @@ def project(reproduced, tmp_path) -> Project:
 
 @pytest.fixture
 def in_process(monkeypatch, capsys):
-    """``python -m stages.NAME ARGS`` in a project, run in this process: the same entry point and
+    """``python -m stages NAME ARGS`` in a project, run in this process: the same entry point and
     exit (``run_stage``), without a second interpreter importing torch, for the runs that end in an
     error line. Returns the exit code, stdout and stderr."""
 
@@ -152,7 +152,7 @@ class Project:
         return result
 
     def stage(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", f"stages.{name}", *args, check=check)
+        return self.run(sys.executable, "-m", "stages", name, *args, check=check)
 
     def tool(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", f"tools.{name}", *args, check=check)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -69,8 +68,8 @@ def unpinned() -> dict[str, str]:
 
 
 def start(params, mode: str, machine: dict[str, str]) -> subprocess.Popen:
-    """``python -c`` is no command ``numerics.pin`` restarts: portable's pins are set here, as in the suite."""
-    env = {**unpinned(), **(numerics.PORTABLE_ENV if mode == "portable" else {}), **machine}
+    """Portable's variables set here, as in the suite; MKL names every call it serves on stdout."""
+    env = {**unpinned(), **(numerics.PORTABLE_ENV if mode == "portable" else {}), **machine, "MKL_VERBOSE": "1"}
     command = [sys.executable, "-c", TRAIN, "--params", str(params)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
 
@@ -88,7 +87,8 @@ def runs(tmp_path_factory) -> dict[tuple[str, str], dict]:
         for machine, process in started.items():
             out, _ = process.communicate(timeout=120)
             assert process.returncode == 0
-            results[mode, machine] = json.loads(out)
+            *mkl_calls, last = out.splitlines()
+            results[mode, machine] = {**json.loads(last), "mkl_calls": mkl_calls}
     return results
 
 
@@ -99,6 +99,14 @@ def test_portable_numerics_give_the_same_bits_with_or_without_avx512(runs):
     )
     environment = runs["portable", "host"]["environment"]
     assert (environment["cpu_capability"], environment["mkl_branch"]) == ("AVX2", "COMPATIBLE")
+    assert environment["blas"].startswith("OpenBLAS ") and environment["blas"].endswith(" Haswell")
+
+
+def test_portable_matrix_products_never_reach_mkl(runs):
+    """Every product of an MLP and a CNN, forward and backward, runs on the pinned OpenBLAS: MKL,
+    asked to name each call it serves, names no GEMM (and in native mode it names them)."""
+    assert [call for call in runs["portable", "host"]["mkl_calls"] if "GEMM" in call] == []
+    assert any("SGEMM" in call for call in runs["native", "host"]["mkl_calls"])
 
 
 def test_native_numerics_follow_the_cpu_and_the_fingerprint_says_so(runs):
@@ -122,65 +130,63 @@ def test_dropout_masks_come_from_torchs_own_generator_on_every_cpu():
     assert torch.equal(dropped, kept / 0.75)
 
 
-def test_a_process_that_is_no_command_and_lacks_the_pins_refuses_to_compute():
+def test_a_process_that_loaded_torch_without_the_variables_refuses_to_compute():
     script = "from stages.core import runtime\nruntime.configure(1, 'cpu', 'portable')"
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=unpinned(), capture_output=True, text=True)
     assert result.returncode != 0
     assert "numerics: portable, but this process runs ATen" in result.stderr
-    assert "the pins must be set before torch is imported" in result.stderr
-    assert "restarting" not in result.stderr
+    assert "start it as `python -m stages <command>`" in result.stderr
 
 
-RESTART = "numerics: portable: restarting with ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE"
-
-
-@pytest.mark.slow  # a whole train stage in its own process, twice over (the restart)
-def test_a_stage_started_without_the_pins_restarts_with_them(project):
-    """``numerics.pin``: the train stage started from a shell without the variables sets them and
-    runs again as the same command, once and before any output, and computes the suite's portable run."""
+@pytest.mark.slow  # a whole train stage in its own process
+def test_a_stage_started_without_the_variables_sets_them_before_torch_loads(project):
+    """``python -m stages train`` from a shell without the variables: one process, no restart,
+    and the suite's portable fingerprint."""
     expected = json.loads(project.read("logs/train.json"))["fingerprint"]
     project.set_params(train={**project.params()["train"], "epochs": 1})
     project.env = {key: value for key, value in project.env.items() if key not in numerics.PORTABLE_ENV}
     result = project.stage("train")
-    assert result.stderr.count(RESTART) == 1, result.stderr
+    assert "numerics:" not in result.stderr, result.stderr
     assert result.stdout.count(f"numerics {expected}") == 1
     log = json.loads(project.read("logs/train.json"))
     assert (log["fingerprint"], log["cpu_capability"], log["mkl_branch"]) == (expected, "AVX2", "COMPATIBLE")
 
 
-@pytest.mark.parametrize(
-    ("mode", "main", "argv", "pinned", "restarted"),
-    [
-        ("portable", "stages.train", ["python", "-X", "dev", "-m", "stages.train", "--params", "p.yaml"], False, True),
-        ("portable", "stages.train", ["python", "-m", "stages.train"], True, False),
-        ("native", "stages.train", ["python", "-m", "stages.train"], False, False),
-        ("portable", "pytest", ["python", "-m", "pytest", "-q"], False, False),
-        ("portable", "stages.cell", ["python", "-c", "from multiprocessing.spawn import spawn_main"], False, False),
-        ("portable", "tests.other_cpus", ["python", "-m", "tests.other_cpus", "train"], False, False),
-    ],
-    ids=["command", "pinned-command", "native", "pytest", "pool-worker", "not-a-command"],
-)
-def test_only_a_project_command_without_the_pins_restarts(monkeypatch, mode, main, argv, pinned, restarted):
-    """Run in this process with ``exec`` recorded: pytest, a pool's worker (its ``__main__`` is the
-    parent's module) and a ``tests`` module under QEMU must never run their command line again."""
-    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=types.SimpleNamespace(name=main)))
-    monkeypatch.setattr(sys, "orig_argv", argv)
+@pytest.mark.parametrize(("mode", "pinned"), [("portable", True), ("native", False)])
+def test_python_m_stages_sets_the_variables_of_the_params_mode_before_the_stage_loads(
+    monkeypatch, tmp_path, mode, pinned
+):
+    """``python -m stages train --params P``: the mode is read from P without torch, and the
+    variables are in the environment before ``stages.train`` (and so torch) is imported."""
+    import stages.__main__ as entry
+
+    write_raw({**load_raw(ROOT / "params.yaml"), "numerics": mode}, tmp_path / "p.yaml")
     for key in numerics.PORTABLE_ENV:
         monkeypatch.delenv(key)
-    if pinned:
-        monkeypatch.setattr(os, "environ", {**os.environ, **numerics.PORTABLE_ENV})
-    execs = []
-    monkeypatch.setattr(os, "execv", lambda path, args: execs.append([path, *args[1:]]))
-    numerics.pin(mode)
-    assert execs == ([[sys.executable, *argv[1:]]] if restarted else [])
-    assert (numerics.PORTABLE_ENV.items() <= os.environ.items()) == (pinned or restarted)
+    monkeypatch.setattr(sys, "argv", ["stages", "train", "--params", str(tmp_path / "p.yaml")])
+    seen = {}
+    monkeypatch.setattr(entry.importlib, "import_module", lambda name: seen.setdefault(name, dict(os.environ)) and None)
+    with pytest.raises(AttributeError):  # the stand-in module has no main
+        entry.main()
+    assert list(seen) == ["stages.train"]
+    assert (numerics.PORTABLE_ENV.items() <= seen["stages.train"].items()) == pinned
+    assert sys.argv == ["python -m stages train", "--params", str(tmp_path / "p.yaml")]
+
+
+def test_python_m_stages_names_its_commands():
+    result = subprocess.run([sys.executable, "-m", "stages", "trian"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: 'trian' is no command; usage: python -m stages <command> [arguments]; commands: download, split, "
+        "train, evaluate, cell, predict, draw"
+    ]
 
 
 ENVIRONMENT = {
     "torch": "2.14.1", "cuda": None, "cudnn": None, "device": "cpu", "device_name": "AMD EPYC",
     "cpu_vendor": "AuthenticAMD", "cpu_model": "AMD EPYC", "cpu_capability": "AVX2", "numerics": "portable",
-    "mkl_branch": "COMPATIBLE", "correctly_rounded": ["sqrt"], "threads": 1, "python": "3.11.7",
-    "platform": "linux x86_64",
+    "mkl_branch": "COMPATIBLE", "correctly_rounded": ["sqrt"], "blas": "OpenBLAS 0.3.31.188.0 Haswell", "threads": 1,
+    "python": "3.11.7", "platform": "linux x86_64",
 }  # fmt: skip
 
 
@@ -197,9 +203,10 @@ def test_portable_runs_on_any_cpu_share_one_fingerprint():
         {"torch": "2.15.0"},
         {"mkl_branch": "AUTO"},
         {"correctly_rounded": []},
+        {"blas": "OpenBLAS 0.3.31.188.0 SkylakeX"},
         {"numerics": "native", "mkl_branch": "AUTO", "correctly_rounded": []},
     ],
-    ids=["threads", "torch", "mkl-branch", "vml-sqrt", "native"],
+    ids=["threads", "torch", "mkl-branch", "vml-sqrt", "blas-kernel", "native"],
 )
 def test_what_changes_the_bits_changes_the_fingerprint(change):
     assert runtime.fingerprint({**ENVIRONMENT, **change}) != runtime.fingerprint(ENVIRONMENT)
@@ -241,7 +248,7 @@ def hard_square_roots() -> torch.Tensor:
 def test_portable_sqrt_is_correctly_rounded_on_every_path():
     """torch's float32 sqrt is MKL VML's, which approximates with ``rsqrtps`` (one CPU maker's bits);
     portable mode must give IEEE 754's correctly rounded root however an optimizer asks for it."""
-    numerics.configure_torch("portable")
+    numerics.configure_torch("portable", threads=1)
     x = hard_square_roots()
     with np.errstate(invalid="ignore"):
         expected = torch.from_numpy(np.sqrt(x.numpy().astype(np.float64)).astype(np.float32))  # SSE2 sqrtsd: exact
@@ -278,7 +285,7 @@ AUDITED = {
         "nll_loss_forward", "nll_loss_backward", "batch_norm", "native_batch_norm", "native_batch_norm_backward",
     },
     "MKL VML's tanh on the COMPATIBLE branch: no approximate instruction (checked under QEMU)": {"tanh"},
-    "MKL's GEMM on its COMPATIBLE branch (convolutions through im2col, off oneDNN and NNPACK)": {
+    "products on the pinned OpenBLAS kernel (numerics.pinned_products; convolutions off oneDNN and NNPACK)": {
         "addmm", "mm", "linear", "conv2d", "convolution", "convolution_backward",
     },
     "torch's own generator (mt19937 and its transforms)": {"uniform_", "bernoulli_", "randperm", "randint"},

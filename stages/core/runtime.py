@@ -20,10 +20,9 @@ def configure(threads: int, device: str, mode: str) -> torch.device:
     """Call first thing in a stage, before any result is computed. The thread count is part of the
     result (a GEMM splits its work by threads), so it comes from params, never from the machine.
     Seeds are set where weights are drawn (``training.train_recipe``)."""
-    numerics.pin(mode)  # portable's variables: a command started without them restarts here, with them
     if problem := numerics.check(mode):
         raise PipelineError(problem)
-    numerics.configure_torch(mode)
+    numerics.configure_torch(mode, threads)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -75,6 +74,7 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
         "numerics": mode,
         "mkl_branch": numerics.mkl_branch(),
         "correctly_rounded": list(numerics.CORRECTLY_ROUNDED) if mode == "portable" else [],
+        "blas": numerics.blas() if mode == "portable" else "MKL",  # what the CPU's matrix products run on
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "libc": " ".join(platform.libc_ver()),  # the schedules' math.cos; not a field of the fingerprint
@@ -86,7 +86,7 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
 def class_fields(env: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the bits. In portable mode the CPU's make and model do not (that is
     the point of it); in native mode they do, and on a GPU its name and toolkit do."""
-    keys = ("torch", "numerics", "threads", "cpu_capability", "mkl_branch", "correctly_rounded")
+    keys = ("torch", "numerics", "threads", "cpu_capability", "mkl_branch", "correctly_rounded", "blas")
     fields = {key: env.get(key) for key in keys}  # a log from before a field existed reads None
     fields["device"] = env["device"].split(":")[0]
     if env["numerics"] != "portable":
