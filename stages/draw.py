@@ -6,7 +6,7 @@ Not a DVC stage but a command, run from the project root after ``dvc repro``:
 
 It serves one page (stages/draw_page/, no external resources) and a JSON API for scripts:
 
-    POST /api/predict   an image body (PNG, JPEG, GIF, WebP, ...): what one element of
+    POST /api/predict   an image body (PNG, JPEG, GIF, WebP, BMP or TIFF): what one element of
                         ``predict --json`` gives, plus every class's probability and the 28x28
                         image the model saw
     GET  /api/model     which model is loaded: architecture, params, the model file's SHA-256
@@ -22,6 +22,7 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,6 +93,18 @@ def load_for_serving(
     return trained.model, device, info
 
 
+def split_target(target: str) -> tuple[str | None, str]:
+    """A request line's target as the server it names (``http://HOST``, None where it names none) and
+    the path: the usual origin form is the path alone, the absolute form (sent to proxies) a URL."""
+    if target.startswith("/"):
+        return None, target.partition("?")[0]
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # not a URL either (an unclosed IPv6 bracket)
+        return target, ""
+    return f"{parts.scheme}://{parts.netloc}", parts.path or "/"
+
+
 class RequestError(Exception):
     """A bad request, answered with ``status`` and ``{"error": message}``."""
 
@@ -138,11 +151,10 @@ class DrawHandler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may stay silent before its connection is dropped
 
     def route(self) -> None:
-        path = urlsplit(self.path).path
         routes = {"/api/predict": {"POST": self.predict}, "/api/model": {"GET": self.model_info}}
-        routes.update({page: {"GET": self.page_file} for page in self.server.files})
+        routes.update({page: {"GET": partial(self.page_file, page)} for page in self.server.files})
         try:
-            self.check_addressed()
+            path = self.check_addressed()
             if path not in routes:
                 raise RequestError(
                     HTTPStatus.NOT_FOUND, f"no such path {path}; try GET /, GET /api/model or POST /api/predict"
@@ -172,18 +184,28 @@ class DrawHandler(BaseHTTPRequestHandler):
             return False
         return super().handle_expect_100()
 
-    def check_addressed(self) -> None:
-        """Only requests for this server by a name it listens on (an IP address needs no DNS), so a site
-        whose name an attacker's DNS points here is refused (DNS rebinding); and only posts from its own page."""
-        host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+    def check_addressed(self) -> str:
+        """The path asked for, of a request for this server by a name it listens on (an IP address needs no
+        DNS), so a site whose name an attacker's DNS points here is refused (DNS rebinding); and only posts
+        from its own page. One Host header, and a request line naming a server (absolute form) names it."""
+        hosts, origin = self.headers.get_all("Host", []), self.headers.get("Origin")
+        if len(hosts) > 1:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"{len(hosts)} Host headers {hosts}: send one")
+        host, (named, path) = (hosts or [""])[0], split_target(self.path)
+        if named is not None and named.lower() != f"http://{host}".lower():
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"{self.command} {self.path} names another server than Host {host!r}: send the path alone",
+            )
         if not self.server.serves(host):
             names = " or ".join(sorted(self.server.names))
             raise RequestError(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server: use {names} or an IP address")
         if origin is not None and origin != f"http://{host}":
             raise RequestError(HTTPStatus.FORBIDDEN, f"Origin {origin!r} is not this server's page (http://{host})")
+        return path
 
-    def page_file(self) -> None:
-        content, kind = self.server.files[urlsplit(self.path).path]
+    def page_file(self, path: str) -> None:
+        content, kind = self.server.files[path]
         self.send(HTTPStatus.OK, content, kind)
 
     def model_info(self) -> None:

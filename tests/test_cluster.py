@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.core.errors import PipelineError
 from tests.conftest import Project
-from tools.cluster import odd_fingerprints
+from tools.cluster import connect, main, odd_fingerprints
 from tools.cluster_task import cell_environment
 
 # log.json's other fields are timings and the machine's name.
@@ -176,3 +177,42 @@ def test_an_unknown_engine_is_one_line_naming_it_and_the_choices(reproduced):
     result = reproduced.tool("cluster", "run", "--engine", "ray", check=False)
     assert result.returncode == 2
     assert result.stderr == "error: --engine 'ray' is not an engine: choose one of dask, slurm\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--workers", "0"], "--workers 0 is not a number of workers: give 1 or more"),
+        (["--scheduler", "not a url"], "--scheduler 'not a url' is not a Dask scheduler's address: give tcp://HOST:"),
+        (["--scheduler", ""], "--scheduler '' is not a Dask scheduler's address"),
+        (["--scheduler", "tcp://127.0.0.1"], "--scheduler 'tcp://127.0.0.1' is not"),
+        (["--scheduler", "tcp://127.0.0.1:99999"], "--scheduler 'tcp://127.0.0.1:99999' is not"),
+        (["--engine", "slurm", "--slurm-minutes", "-5"], "--slurm-minutes -5 is not a time limit: give 1 or more"),
+        (["--engine", "slurm"], "--engine slurm needs Slurm, and no sbatch or squeue is on PATH: run it on a Slurm"),
+    ],
+    ids=[
+        "no-workers",
+        "not-an-address",
+        "empty-address",
+        "no-port",
+        "port-out-of-range",
+        "negative-minutes",
+        "no-slurm",
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_it_before_anything_is_contacted(tmp_path, monkeypatch, args, named):
+    monkeypatch.chdir(tmp_path)  # no repository, and no git, dvc or Slurm on PATH: nothing to contact
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PipelineError) as error:
+        main(["run", *args])
+    assert str(error.value).startswith(named) and "\n" not in str(error.value)
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_naming_it():
+    pytest.importorskip("distributed")
+    with pytest.raises(PipelineError) as error:
+        connect("tcp://127.0.0.1:1", seconds=2)  # nothing listens on port 1: refused, retried until the timeout
+    assert str(error.value) == (
+        "no Dask scheduler answered at tcp://127.0.0.1:1 within 2 s: start one there (docs/many-hosts.md) "
+        "or correct --scheduler"
+    )

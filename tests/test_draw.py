@@ -214,6 +214,7 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
             "88,360,000 pixels, more than the limit of 16,",
         ),
         ("POST", "/api/predict", two_page_tiff(), "image/tiff", 400, "the upload is not an image that can be read"),
+        ("POST", "/api/predict", drawing("EPS"), "image/png", 400, "read (PNG, JPEG, GIF, WebP, BMP or TIFF)"),
         ("POST", "/api/predict", nan_tiff(), "image/tiff", 400, "has pixels that are not numbers (NaN"),
         ("GET", "/nowhere", None, None, 404, "no such path /nowhere; try GET /"),
         ("GET", "/api/predict", None, None, 405, "GET /api/predict is not allowed; use POST"),
@@ -230,6 +231,7 @@ def test_the_page_loads_only_its_own_files_so_it_works_offline(server):
         "pixel-bomb",
         "pixels-of-a-344-KB-png",
         "damaged-tiff",
+        "postscript-as-png",
         "nan-tiff",
         "404",
         "405",
@@ -290,6 +292,27 @@ def test_the_page_and_scripts_addressing_the_server_by_its_name_or_address_are_s
     headers = {"Host": host.format(port=port)} | ({"Origin": origin.format(port=port)} if origin else {})
     status, _, answer = server.request("POST", "/api/predict", drawing(), "image/png", **headers)
     assert status == 200 and answer["digit"] == 1
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        ("GET /api/model HTTP/1.1\nHost: localhost\nHost: attacker.example", "2 Host headers ['localhost', 'atta"),
+        ("GET http://attacker.example/api/model HTTP/1.1\nHost: localhost", "names another server than Host 'loc"),
+        ("GET https://localhost/api/model HTTP/1.1\nHost: localhost", "names another server than Host 'localhost'"),
+        ("GET http://[::1/api/model HTTP/1.1\nHost: localhost", "names another server"),  # was a traceback
+    ],
+    ids=["two-hosts", "absolute-form-of-another-host", "absolute-form-of-another-scheme", "not-a-url"],
+)
+def test_a_second_host_or_another_server_in_the_request_line_is_a_bad_request(server, head, named):
+    """What no browser sends, but a script can: the server must not read one name and a proxy another."""
+    status, answer = server.raw(f"{head}\nConnection: close\n")
+    assert status == 400 and named in answer["error"]
+    port = server.address[1]
+    status, answer = server.raw(
+        f"GET http://localhost:{port}/api/model HTTP/1.1\nHost: localhost:{port}\nConnection: close\n"
+    )
+    assert status == 200 and "sha256" in answer  # the absolute form of this server's own name is served
 
 
 def test_a_request_without_host_is_forbidden(server):

@@ -44,6 +44,8 @@ def test_a_test_image_prints_its_prediction_truth_and_top_three(reproduced, in_p
     [
         (["missing.png"], "missing.png not found"),
         (["params.yaml"], "params.yaml is not an image"),
+        (["stages"], "stages is a directory: give image files"),
+        (["/dev/null"], "/dev/null is not a regular file but a character device: give image files"),
         (["--index", "200"], "--index 200 is out of range"),
         (["--index", "-1"], "--index -1 is out of range"),
         (["--index", "0", "--model", "models/none.pt"], "models/none.pt not found: train a model first"),
@@ -74,7 +76,7 @@ def test_a_damaged_image_a_nan_pixel_or_an_endless_model_file_is_one_line(reprod
     nan.write_bytes(nan_tiff())
     endless.symlink_to("/dev/zero")
     for args, named in [
-        ([damaged], f"{damaged} is not an image that can be read (PNG, JPEG, GIF, WebP ...)"),
+        ([damaged], f"{damaged} is not an image that can be read (PNG, JPEG, GIF, WebP, BMP or TIFF)"),
         ([nan], f"{nan} has pixels that are not numbers (NaN or infinite): no shade to give them"),
         (["--index", "0", "--model", endless], f"{endless} is over 67,108,864 bytes, so not a model saved by"),
     ]:
@@ -89,7 +91,7 @@ def test_pillows_warnings_about_a_damaged_file_do_not_come_before_its_one_line(r
     result = reproduced.stage("predict", str(damaged), check=False)
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: {damaged} is not an image that can be read (PNG, JPEG, GIF, WebP ...)\n",
+        f"error: {damaged} is not an image that can be read (PNG, JPEG, GIF, WebP, BMP or TIFF)\n",
     )
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import stat
 import struct
+import threading
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import EpsImagePlugin, Image
 
 from stages.core.errors import PipelineError
-from stages.core.preprocess import centre_of_mass, load_digit, to_mnist
+from stages.core.preprocess import FORMATS, centre_of_mass, grayscale, load_digit, to_mnist
 from testing.synthetic import draw_digit
 
 
@@ -279,8 +282,11 @@ def test_every_damaged_image_of_every_format_is_a_digit_or_one_clear_error():
     ``PipelineError``, never another exception (a traceback, a dropped connection)."""
     rng, seeds = random.Random(FUZZ_SEED), fuzz_seeds()
     for format in set(Image.SAVE) & set(Image.OPEN):
-        if format not in ("EPS", "BUFR", "GRIB", "HDF5", "WMF"):  # needs Ghostscript / a handler to decode
+        if format in FORMATS:
             assert load_digit(seeds[format]).shape == (28, 28), format
+        else:  # an image, but in none of the formats read
+            with pytest.raises(PipelineError, match=r"^the upload is not an image that can be read \(PNG, JPEG"):
+                load_digit(seeds[format])
     escaped = {}
     for format, seed in seeds.items():
         for _ in range(FUZZ_COUNT):
@@ -292,3 +298,71 @@ def test_every_damaged_image_of_every_format_is_a_digit_or_one_clear_error():
             except Exception as error:
                 escaped.setdefault(format, f"{type(error).__name__}: {error} on {data[:64]!r}")
     assert escaped == {}
+
+
+def test_only_the_documented_raster_formats_are_opened_and_ghostscript_never_runs(tmp_path, monkeypatch):
+    """An EPS file, whatever its name or Content-Type, is PostScript: Pillow would have Ghostscript run it."""
+    ran = tmp_path / "gs-ran"
+    fake = tmp_path / "bin" / "gs"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {ran}\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)  # Pillow looks for gs once per process
+    eps = encoded(Image.fromarray(255 - PHOTO), "EPS")
+    (tmp_path / "digit.png").write_bytes(eps)
+    for source, name in [(eps, "the upload"), (tmp_path / "digit.png", str(tmp_path / "digit.png"))]:
+        with pytest.raises(PipelineError) as error:
+            load_digit(source)
+        assert str(error.value) == f"{name} is not an image that can be read (PNG, JPEG, GIF, WebP, BMP or TIFF)"
+    assert not ran.exists(), ran.read_text()
+
+
+def test_a_fifo_a_device_or_a_directory_is_refused_before_it_is_opened(tmp_path):
+    """Reading a FIFO, a terminal or /dev/stdin waits for a writer that may never come."""
+    fifo = tmp_path / "digit.png"
+    os.mkfifo(fifo)
+    # A writer after 10 s, so that a load_digit waiting on the FIFO ends (and fails the test) instead of hanging.
+    writer = threading.Timer(10, lambda: os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)))
+    writer.start()
+    try:
+        with pytest.raises(PipelineError) as error:
+            load_digit(fifo)
+    finally:
+        writer.cancel()
+    assert str(error.value) == f"{fifo} is not a regular file but a FIFO: give image files"
+    device = next(path for path in ("/dev/tty", "/dev/null") if stat.S_ISCHR(os.stat(path).st_mode))
+    with pytest.raises(PipelineError, match=f"^{device} is not a regular file but a character device: give image"):
+        load_digit(device)
+    with pytest.raises(PipelineError, match=f"^{tmp_path} is a directory: give image files$"):
+        load_digit(tmp_path)
+
+
+def two_shades(mode: str) -> Image.Image:
+    """``PHOTO``'s digit in two shades, black ink on white, in ``mode`` (premultiplied: by way of alpha)."""
+    gray = Image.fromarray(np.where(PHOTO > 127, 0, 255).astype(np.uint8))
+    return gray.convert({"La": "LA", "RGBa": "RGBA"}.get(mode, mode)).convert(mode)
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_a_digit_in_every_mode_pillow_decodes_reads_like_its_gray_copy(mode):
+    """LAB by its lightness, transparency laid on white, more than 8 bits stretched: in a TIFF where
+    Pillow writes the mode as one, else as the decoder hands it over."""
+    expected, image = to_mnist(np.where(PHOTO > 127, 0, 255).astype(np.uint8)), two_shades(mode)
+    tiff = saved(image, "TIFF")
+    digit = load_digit(tiff).numpy() if tiff is not None else to_mnist(grayscale(image, mode))
+    assert np.array_equal(digit, expected)
+
+
+@pytest.mark.parametrize(("width", "height"), [(3, 5000), (5000, 3), (2, 3000)])
+def test_a_thin_stroke_keeps_its_ink_when_its_image_is_reduced(width, height):
+    """A reduction by a factor above the thin side would leave it a pixel or two across, every one of
+    them border: the stroke would be read as the background, and the image as a single shade."""
+    sheet = np.full((height, width), 255, dtype=np.uint8)
+    if width < height:
+        sheet[:, width // 2] = 0  # a 1
+    else:
+        sheet[height // 2] = 0  # a dash
+    digit = load_digit(encoded(Image.fromarray(sheet))).numpy()
+    assert np.array_equal(digit, to_mnist(sheet))  # as the image unreduced gives it: a 20-pixel line
+    assert (digit == 255).sum() == 20

@@ -7,6 +7,7 @@ import copy
 import json
 import re
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -507,6 +508,18 @@ def test_an_unknown_revision_is_one_line_naming_what_there_is():
     with pytest.raises(PipelineError) as error:
         compare.select(entries, ["nope"])
     assert str(error.value) == "no experiment or revision 'nope'; experiments here: main, with-adam"
+
+
+def test_a_branch_without_commits_is_named_and_a_detached_head_is_none(tmp_path, monkeypatch):
+    """The PR report's title, on a branch just made with ``git checkout --orphan`` (or in a repository
+    with no commit yet), where ``git rev-parse --abbrev-ref HEAD`` fails with its usage text."""
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
+    subprocess.run([*git, "init", "-q", "-b", "fresh"], check=True)
+    assert vcs.branch() == "fresh"
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "first"], check=True)
+    subprocess.run([*git, "checkout", "-q", "--detach"], check=True)
+    assert vcs.branch() is None
 
 
 # The comparison's rows ----------------------------------------------------------------------------

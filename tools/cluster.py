@@ -3,6 +3,7 @@
     python -m tools.cluster run --engine dask --scheduler tcp://HOST:8786
     python -m tools.cluster run --engine dask --workers 2        # a Dask cluster on this machine
     python -m tools.cluster run --engine slurm --slurm-partition cpu
+    python -m tools.cluster run --engine slurm --slurm-local    # the jobs as processes on this machine
 
 One task per cell (a recipe with all its seeds): a worker clones the commit from the Git remote,
 runs the cell with ``dvc repro`` (its data from the DVC remote) and sends back the cell's files and
@@ -25,13 +26,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import yaml
 
 from stages.core.errors import PipelineError, run_stage
 from tools import cluster_task, vcs
 
-if TYPE_CHECKING:  # imported only to use Slurm
+if TYPE_CHECKING:  # imported only to use an engine
+    import distributed
     import submitit
 
 GRID = "grid/dvc.yaml"
@@ -39,6 +42,8 @@ GRID = "grid/dvc.yaml"
 OUTPUTS = ("grid/runs/", "grid/dvc.lock", "metrics/leaderboard.", "plots/grid_valid_accuracy.png")
 ENGINES = ("dask", "slurm")
 POLL_SECONDS = 1.0
+CONNECT_SECONDS = 30
+SLURM_COMMANDS = ("sbatch", "squeue")  # submitit submits with the one, this command follows the jobs with the other
 BAR = 30
 
 
@@ -50,12 +55,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dask, local cluster: its workers")
     parser.add_argument("--slurm-partition", help="slurm: the partition (default: the site's)")
     parser.add_argument("--slurm-minutes", type=int, default=60, help="slurm: each cell's time limit")
-    parser.add_argument("--slurm-local", action="store_true", help="slurm: submitit's local executor, no Slurm")
+    parser.add_argument("--slurm-local", action="store_true", help="slurm: the jobs as processes here, no Slurm")
     parser.add_argument("--git-remote", default="origin", help="a remote's name or URL the workers clone from")
     parser.add_argument("--dvc-remote", help="the DVC remote's URL the workers push to (default: the default remote)")
-    args = parser.parse_args(argv)
-    if args.engine not in ENGINES:
-        raise PipelineError(f"--engine {args.engine!r} is not an engine: choose one of {', '.join(ENGINES)}")
+    args = checked(parser.parse_args(argv))
 
     commit = vcs.output("git", "rev-parse", "HEAD").strip()
     changed = [line[3:] for line in vcs.output("git", "status", "--porcelain", "--untracked-files=no").splitlines()]
@@ -73,6 +76,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         engine = dask_engine(args) if args.engine == "dask" else slurm_engine(args)
         outcomes = engine([(git_url, commit, dvc_url, cell) for cell in cells])
     gather(outcomes)
+
+
+def checked(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` if every one is valid, checked before anything is contacted; else one line naming the bad one."""
+    if args.engine not in ENGINES:
+        raise PipelineError(f"--engine {args.engine!r} is not an engine: choose one of {', '.join(ENGINES)}")
+    if args.workers < 1:
+        raise PipelineError(f"--workers {args.workers} is not a number of workers: give 1 or more")
+    if args.scheduler is not None and not is_scheduler_address(args.scheduler):
+        raise PipelineError(
+            f"--scheduler {args.scheduler!r} is not a Dask scheduler's address: give tcp://HOST:PORT, as "
+            "`dask scheduler` prints it, or leave it out for a cluster on this machine"
+        )
+    if args.slurm_minutes < 1:
+        raise PipelineError(f"--slurm-minutes {args.slurm_minutes} is not a time limit: give 1 or more minutes")
+    missing = [] if args.engine != "slurm" or args.slurm_local else [c for c in SLURM_COMMANDS if not shutil.which(c)]
+    if missing:
+        raise PipelineError(
+            f"--engine slurm needs Slurm, and no {' or '.join(missing)} is on PATH: run it on a Slurm login node, "
+            "or add --slurm-local to run the cells as processes on this machine"
+        )
+    return args
+
+
+def is_scheduler_address(address: str) -> bool:
+    """Whether ``address`` is ``tcp://HOST:PORT`` (an IPv6 host in brackets)."""
+    try:
+        parts = urlsplit(address)
+        return parts.scheme == "tcp" and bool(parts.hostname) and bool(parts.port) and parts[2:] == ("", "", "")
+    except ValueError:  # a port out of range, an unclosed bracket
+        return False
 
 
 def git_remote_url(remote: str) -> str:
@@ -110,8 +144,8 @@ def dask_engine(args: argparse.Namespace) -> Engine:
     def run(tasks: list[Task]) -> list[dict]:
         from distributed import Client, LocalCluster
 
-        if args.scheduler:
-            client = Client(args.scheduler, timeout="30s")
+        if args.scheduler is not None:
+            client = connect(args.scheduler)
         else:
             local = LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
             client = Client(local)
@@ -133,11 +167,24 @@ def dask_engine(args: argparse.Namespace) -> Engine:
     return run
 
 
+def connect(address: str, seconds: float = CONNECT_SECONDS) -> distributed.Client:
+    """A client of the Dask scheduler at ``address``; one that does not answer in time is one line naming it."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{seconds}s")
+    except OSError:  # refused, unreachable or silent: distributed retries them all until the timeout
+        raise PipelineError(
+            f"no Dask scheduler answered at {address} within {seconds:g} s: start one there "
+            "(docs/many-hosts.md) or correct --scheduler"
+        ) from None
+
+
 def slurm_engine(args: argparse.Namespace) -> Engine:
     def run(tasks: list[Task]) -> list[dict]:
         import submitit
 
-        executor = submitit.AutoExecutor(folder=".dvc/tmp/cluster/%j", cluster="local" if args.slurm_local else None)
+        executor = submitit.AutoExecutor(folder=".dvc/tmp/cluster/%j", cluster="local" if args.slurm_local else "slurm")
         executor.update_parameters(name="mnist-grid", timeout_min=args.slurm_minutes, cpus_per_task=1)
         if args.slurm_partition:
             executor.update_parameters(slurm_partition=args.slurm_partition)

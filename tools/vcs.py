@@ -55,9 +55,10 @@ def label(rev: str, commit: str) -> str:
 
 
 def branch() -> str | None:
-    """The checked-out branch, None on a detached HEAD (as in CI's pull-request checkout)."""
-    name = output("git", "rev-parse", "--abbrev-ref", "HEAD").strip()
-    return None if name == "HEAD" else name
+    """The checked-out branch, one without commits yet too; None on a detached HEAD (as in CI's
+    pull-request checkout)."""
+    found = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", "HEAD"], capture_output=True, text=True)
+    return found.stdout.strip() or None
 
 
 def read_at(rev: str, path: str, name: str | None = None) -> str:

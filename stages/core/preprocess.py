@@ -8,8 +8,11 @@ A model trained on MNIST only understands digits in that form.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -33,8 +36,17 @@ WORKING_SIDE = 1024
 """A larger image is reduced to this side before anything else (by its JPEG decoder, or by averaging
 blocks of pixels): the digit ends up 20 pixels tall, so one a twentieth of the side still keeps 50,
 and what follows the decoding takes megabytes, not several times the decoded image."""
+MIN_SIDE = 3
+"""Pixels a reduction leaves on each side at least: a stroke between two pixels of paper, the border
+where the background is read (an image 3 pixels wide and 5,000 tall is reduced along its height only)."""
 REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
 """Modes that Pillow cannot reduce (or would average palette indices of), and the mode to reduce instead."""
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+"""What Pillow may identify a file as (a JPEG's MPO variant included): raster formats it decodes itself.
+Never EPS, which Pillow hands to Ghostscript, an interpreter of what the file says, nor any other."""
+ACCEPTED = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFSOCK: "a socket"}  # fmt: skip
 
 # Pillow's own limit is one global that refuses only at twice its value; load_digit checks each
 # image against the limit its caller passes instead, above Pillow's or below.
@@ -58,18 +70,37 @@ def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | N
     if name is None:
         name = "the upload" if isinstance(source, bytes) else str(source)
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            pixels = grayscale(reduced(checked(image, name, max_pixels)), name)
+        with opened(source, name) as file, Image.open(file, formats=FORMATS) as image:
+            decoded, pixel = reduced(checked(image, name, max_pixels))
+            pixels = grayscale(decoded, name)
     except (PipelineError, MemoryError):
         raise
-    except (FileNotFoundError, IsADirectoryError):
-        raise UnreadableImage(f"{name} not found") from None
     except Exception:  # a damaged file fails Pillow's decoders in many ways (TypeError, ...): fuzzed in tests
-        raise UnreadableImage(f"{name} is not an image that can be read (PNG, JPEG, GIF, WebP ...)") from None
+        raise UnreadableImage(f"{name} is not an image that can be read ({ACCEPTED})") from None
     try:
-        return torch.from_numpy(to_mnist(pixels))
+        return torch.from_numpy(to_mnist(pixels, pixel))
     except ValueError as error:
         raise PipelineError(f"{name}: {error}") from None
+
+
+def opened(source: Path | bytes, name: str) -> BinaryIO:
+    """``source`` to read, bytes in memory or a regular file: a FIFO, a terminal or a device is refused
+    before it is opened, as reading one may wait forever."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    try:
+        kind = stat.S_IFMT(os.stat(source).st_mode)
+        if kind == stat.S_IFREG:
+            return open(source, "rb")  # the caller's `with` closes it
+    except (FileNotFoundError, NotADirectoryError):
+        raise UnreadableImage(f"{name} not found") from None
+    except OSError as error:
+        raise UnreadableImage(f"{name} cannot be read: {error.strerror}") from None
+    if kind == stat.S_IFDIR:
+        raise UnreadableImage(f"{name} is a directory: give image files")
+    raise UnreadableImage(
+        f"{name} is not a regular file but {SPECIAL_FILES.get(kind, 'a special file')}: give image files"
+    )
 
 
 def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
@@ -89,13 +120,18 @@ def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def reduced(image: Image.Image) -> Image.Image:
-    """``image`` decoded, at most ``WORKING_SIDE`` pixels on its longer side."""
+def reduced(image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
+    """``image`` decoded, at most ``WORKING_SIDE`` pixels on its longer side, and the height and width
+    (in pixels of the image) that one of its pixels stands for: the same, unless a side that thin would
+    keep fewer than ``MIN_SIDE`` pixels: that side is reduced less."""
     image.draft(None, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at 1/2, 1/4 or 1/8 scale (others: no-op)
     factor = -(-max(image.size) // WORKING_SIDE)
-    if factor == 1:
-        return image
-    return (image.convert(REDUCIBLE[image.mode]) if image.mode in REDUCIBLE else image).reduce(factor)
+    # The largest factor at most ``factor`` that leaves ceil(side / factor) >= MIN_SIDE pixels.
+    across, down = (min(factor, max(1, (side - 1) // (MIN_SIDE - 1))) for side in image.size)
+    if across == down == 1:
+        return image, (1, 1)
+    pixel = (1, 1) if across == down else (down, across)
+    return (image.convert(REDUCIBLE[image.mode]) if image.mode in REDUCIBLE else image).reduce((across, down)), pixel
 
 
 def grayscale(image: Image.Image, name: str) -> np.ndarray:
@@ -108,21 +144,27 @@ def grayscale(image: Image.Image, name: str) -> np.ndarray:
             raise UnreadableImage(f"{name} has pixels that are not numbers (NaN or infinite): no shade to give them")
         low, high = values.min(), values.max()
         return np.round((values - low) * (255 / ((high - low) or 1))).astype(np.uint8)
+    if image.mode == "LAB":  # Pillow converts LAB to nothing else; its lightness is a shade of gray
+        image = image.getchannel("L")
+    if image.mode == "La":  # premultiplied alpha, which Pillow composites only once divided out
+        image = image.convert("LA")
     if image.has_transparency_data:
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     return np.asarray(image.convert("L"))
 
 
-def to_mnist(pixels: np.ndarray) -> np.ndarray:
+def to_mnist(pixels: np.ndarray, pixel: tuple[int, int] = (1, 1)) -> np.ndarray:
     """Grayscale ``[H, W]`` uint8 of any size, dark ink on light paper or light on dark, to MNIST's
-    uint8 ``[28, 28]``. Raises ``ValueError`` when there is no ink at all."""
+    uint8 ``[28, 28]``; ``pixel``: the height and width each pixel stands for (``reduced``'s), so the
+    aspect ratio kept is the image's. Raises ``ValueError`` when there is no ink at all."""
     ink = ink_intensity(pixels)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     if len(rows) == 0:
         raise ValueError("no digit found: the image is a single shade")
     box = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    scale = FIT / max(box.shape)
-    size = (max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
+    height, width = box.shape[0] * pixel[0], box.shape[1] * pixel[1]
+    scale = FIT / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     digit = Image.fromarray(np.round(box * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     return place_by_centre_of_mass(np.asarray(digit))
 
