@@ -1,6 +1,6 @@
 """The portable promise, checked on other CPUs: one short epoch of the real train stage for every
-grid recipe and params.yaml's own, on a fixed slice of MNIST, here and under QEMU as an Intel AVX2
-CPU without AVX-512 (Haswell) and an AMD one (EPYC). Each run's model, curves and metrics must be
+grid recipe and params.yaml's own, on a fixed slice of MNIST, here and under QEMU as Intel AVX2
+CPUs without AVX-512 (Haswell, Skylake-Client) and an AMD one (EPYC). Each run's model, curves and metrics must be
 the same bytes as this machine's. One recipe also runs in native numerics, to show that the check
 sees a difference where one is expected. Too slow for the suite (QEMU is 10-100x slower): .ci/run
 runs it as its own step (docs/testing.md).
@@ -31,7 +31,7 @@ from stages.core.params import load_raw, write_raw
 from testing.synthetic import synthetic_digits
 
 ROOT = Path(__file__).resolve().parent.parent
-CPUS = ("Haswell", "EPYC")  # QEMU's names: Intel AVX2 without AVX-512; AMD AVX2
+CPUS = ("Haswell", "EPYC", "Skylake-Client")  # QEMU's names: Intel AVX2 without AVX-512; AMD AVX2; a later Intel
 OUTPUTS = ("model.pt", "loss.csv", "train.json")
 NATIVE_RECIPE = "mlp_128_64_relu-adam"
 # The activations params.yaml offers that no grid recipe uses, each checked in a recipe of its own.
@@ -152,8 +152,8 @@ def compare(folder: Path, machines: list[str], names: list[str], quiet: bool = F
 
 def train_all() -> None:
     """``train --split DIR --out DIR PARAMS...``: the train stage's own ``main`` for each params file
-    in turn, its outputs in ``<out>/<params file's stem>/``. The pins are tests/__init__.py's: a
-    ``tests`` module is never restarted by ``numerics.pin``, which under qemu-user would run on this CPU."""
+    in turn, its outputs in ``<out>/<params file's stem>/``. The variables are tests/__init__.py's, set
+    in this process: nothing ``exec``s, which under qemu-user would leave the emulator."""
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
     parser.add_argument("--split", required=True)
