@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 from stages.core.idx import encode_idx
 from stages.core.mirrors import MNIST_FILES, sha256
+from stages.core.schema import write_yaml
 
 # Bright rectangles (top, bottom, left, right; inclusive) in the 20x20 box where MNIST puts its
 # digits, each also drawn mirrored through the box's centre. So every class has its own shape,
@@ -74,7 +74,7 @@ def write_source(repo: Path, checksums: dict[str, str]) -> None:
     """``repo``'s data/mnist.yaml for a mirror that ``write_mirror`` made: its checksums, and no
     public mirror to fall back on (``MNIST_MIRRORS`` names the mirror itself)."""
     source = {"sha256": {key: checksums[name] for key, name in MNIST_FILES.items()}, "mirrors": []}
-    (repo / "data/mnist.yaml").write_text(yaml.safe_dump(source, sort_keys=False))
+    write_yaml(repo / "data/mnist.yaml", source)
 
 
 def shell_env(mirror_folder: Path) -> dict[str, str]:

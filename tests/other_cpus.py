@@ -14,6 +14,7 @@ built on them gives other bits under emulation; everything IEEE 754 specifies gi
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import yaml
 
 from stages import train
 from stages.core import data
@@ -106,7 +106,7 @@ def with_activations(params: dict) -> dict:
 def write_params(params: dict, name: str, mode: str, folder: Path) -> Path:
     """params.yaml with grid recipe ``name`` (or its own, ``default``) as the single configuration,
     trained for one epoch."""
-    params = yaml.safe_load(yaml.safe_dump(params))  # a deep copy
+    params = copy.deepcopy(params)
     if name != "default":
         recipe = params["grid"]["recipes"][name]
         params.update(arch=recipe["arch"], optimizer=recipe["optimizer"], schedule=recipe["schedule"])

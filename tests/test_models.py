@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import pytest
 import torch
+from pydantic import Field
 
-from stages.core import runtime
+from stages.core import catalog, data, models, runtime
+from stages.core.catalog import CNN, MLP, ConvBlock, Head
 from stages.core.errors import PipelineError
-from stages.core.models import CNN, MLP, ConvBlock, Head, build_model, count_parameters, load_trained, model_bytes
+from stages.core.models import build_model, count_parameters, load_trained, model_bytes
 from stages.core.optimizers import OPTIMIZER_TYPES, OptimizerSpec, build_optimizer
-from stages.core.params import load_params
+from stages.core.params import load_params, load_raw, write_raw
+from stages.core.schema import Flag, typed
+from stages.core.training import train_recipe
+from testing.synthetic import synthetic_digits
 from tests.conftest import ROOT
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -136,3 +143,39 @@ def test_absent_device_is_an_error_not_a_silent_cpu_fallback():
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with pytest.raises(PipelineError, match=rf"device 'cuda:{count}' is not available.*available here: auto, cpu"):
         runtime.resolve_device(f"cuda:{count}")
+
+
+@typed
+class Linear:
+    """A family of one layer, 784 -> 10: what docs/extending.md's steps add."""
+
+    name: Annotated[str, Field(exclude=True)]
+    bias: Flag = True
+    family: Literal["linear"] = "linear"
+
+
+@pytest.fixture
+def linear_family(monkeypatch):
+    """Added as docs/extending.md says: the class in catalog's ARCHITECTURE_FAMILIES, its builder in models'."""
+    monkeypatch.setitem(catalog.ARCHITECTURE_FAMILIES, "linear", Linear)
+    monkeypatch.setitem(
+        models.FAMILIES, "linear", lambda arch: torch.nn.Sequential(torch.nn.Linear(784, 10, arch.bias))
+    )
+
+
+def test_a_new_family_is_a_catalog_entry_that_trains_and_saves(linear_family, tmp_path):
+    raw = load_raw(ROOT / "params.yaml")
+    raw["architectures"]["probe"] = {"family": "linear", "bias": False}
+    raw |= {"arch": "probe", "train": {**raw["train"], "epochs": 1, "batch_size": 64}}
+    write_raw(raw, tmp_path / "params.yaml")
+    recipe = load_params(tmp_path / "params.yaml").recipe()
+    assert recipe.architecture == Linear("probe", bias=False)
+    images, labels = synthetic_digits(64, seed=1)  # one batch: one step
+    subset = data.Subset(images, labels, torch.arange(64))
+    model, result = train_recipe(recipe, subset, subset, CPU)
+    assert [layer.bias for layer in model] == [None] and len(result.history) == 1
+    assert load_trained(saved(tmp_path, recipe.architecture)[0], CPU).architecture == recipe.architecture
+    raw["architectures"]["probe"]["bais"] = False
+    write_raw(raw, tmp_path / "params.yaml")
+    with pytest.raises(PipelineError, match=r"probe\.bais = False is invalid; unknown key; valid keys: bias, family$"):
+        load_params(tmp_path / "params.yaml")

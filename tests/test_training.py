@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from stages.core import checkpoint, data, runtime
+from stages.core.catalog import CNN, MLP, ConvBlock, Head
 from stages.core.checkpoint import FileCheckpoints
 from stages.core.errors import PipelineError
-from stages.core.models import CNN, MLP, ConvBlock, Head, build_model
+from stages.core.models import build_model
 from stages.core.optimizers import OptimizerSpec, build_optimizer
 from stages.core.params import TrainParams
 from stages.core.schedules import ScheduleSpec, build_scheduler

@@ -14,10 +14,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from stages.core.errors import PipelineError
 from stages.core.params import CATALOG
+from stages.core.schema import parse_yaml
 from tools.report import parse_curves
 
 WORKSPACE = "workspace"
@@ -84,11 +83,7 @@ def params_at(rev: str, name: str | None = None) -> dict[str, Any]:
     for path in (PARAMS, CATALOG):
         if path == CATALOG and rev != WORKSPACE and output("git", "ls-tree", "--name-only", rev, CATALOG) == "":
             continue
-        try:
-            raw.update(yaml.safe_load(read_at(rev, path, name)) or {})
-        except yaml.YAMLError as error:
-            where = name or label(rev, rev)
-            raise PipelineError(f"{path} at {where} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raw.update(parse_yaml(read_at(rev, path, name), f"{path} at {name or label(rev, rev)}"))
     return raw
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from stages.core.optimizers import OptimizerSpec, hyperparameters
+from stages.core.catalog import OPTIMIZER_KEYWORDS, OptimizerSpec
 
 WARM_UP_STEPS = 3  # PyTorch's recipe: lazy state, cuBLAS handles and allocator pools before capture
 
@@ -31,7 +31,7 @@ Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], 
 def optimizer_spec(spec: OptimizerSpec, device: torch.device, constant_rate: bool) -> OptimizerSpec:
     """Where a step will be replayed, an optimizer that can keep its step count on the GPU does
     (without, Adam's bias correction would be computed once on the host and replayed unchanged)."""
-    can_keep = "capturable" in hyperparameters(spec.type)  # the torch class's own keyword
+    can_keep = "capturable" in OPTIMIZER_KEYWORDS[spec.type].__pydantic_fields__  # the torch class's own keyword
     if device.type != "cuda" or not constant_rate or not can_keep or "capturable" in spec.hyperparameters:
         return spec
     return dataclasses.replace(spec, hyperparameters={**spec.hyperparameters, "capturable": True})

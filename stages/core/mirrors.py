@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
+
+from pydantic import StringConstraints
 
 from stages.core import atomic
 from stages.core.errors import PipelineError
-from stages.core.schema import Section, read_yaml
+from stages.core.schema import Text, read_yaml, said, typed, validate
 
 MNIST_FILES = {  # data/mnist.yaml's key -> the file's name on the mirrors (without .gz)
     "train_images": "train-images-idx3-ubyte",
@@ -44,22 +45,31 @@ class Source:
     """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
 
 
+Sha256 = said(
+    Annotated[str, StringConstraints(strict=True, pattern="^[0-9a-fA-F]{64}$")], "expected a SHA-256 as 64 hex digits"
+)
+
+
+@typed
+class Checksums:
+    """One for each of ``MNIST_FILES``."""
+
+    train_images: Sha256
+    train_labels: Sha256
+    test_images: Sha256
+    test_labels: Sha256
+
+
+@typed
+class SourceFile:
+    sha256: Checksums
+    mirrors: tuple[Text, ...]
+
+
 def load_source(path: str | Path) -> Source:
     path = Path(path)
-    section = Section(read_yaml(path), str(path), "")
-    section.reject_unknown({"sha256", "mirrors"})
-    return Source(mirrors=tuple(section.string_list("mirrors")), sha256=checksums(section.section("sha256")))
-
-
-def checksums(section: Section) -> dict[str, str]:
-    section.reject_unknown(set(MNIST_FILES))
-    by_file = {}
-    for key, file_name in MNIST_FILES.items():
-        value = section.string(key).lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", value):
-            section.fail(key, value, "expected a SHA-256 as 64 hex digits")
-        by_file[file_name] = value
-    return by_file
+    source = validate(SourceFile, read_yaml(path), str(path))
+    return Source(source.mirrors, {MNIST_FILES[key]: value.lower() for key, value in asdict(source.sha256).items()})
 
 
 class NotMnist(Exception):

@@ -9,17 +9,18 @@ import itertools
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stages.core import schema
+from stages.core.catalog import ACTIVATIONS, CNN, IMAGE_SIZE, MLP, Architecture, Architectures, to_dict
 from stages.core.errors import PipelineError
-from stages.core.schema import Section
+from stages.core.params import CATALOG
 
-IMAGE_SIZE = 28
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 MODEL_FORMAT = "mnist-dvc-model/1"
@@ -29,153 +30,18 @@ a path to a device (/dev/zero) or to some huge file is refused after so many byt
 memory runs out."""
 MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-}
-
-
-@dataclass(frozen=True)
-class MLP:
-    """784 -> hidden... -> 10, the activation (then dropout, if any) after every hidden layer."""
-
-    name: str
-    hidden: tuple[int, ...]
-    activation: str
-    dropout: float = 0.0
-    family: str = "mlp"
-
-
-@dataclass(frozen=True)
-class ConvBlock:
-    """Conv2d -> [BatchNorm2d] -> activation -> [MaxPool2d] -> [Dropout]; 0 turns a part off."""
-
-    channels: int
-    kernel: int
-    padding: int = 0
-    stride: int = 1
-    batch_norm: bool = False
-    pool: int = 0
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
-class Head:
-    """After the blocks: Flatten, then per hidden size Linear -> [BatchNorm1d] -> activation ->
-    [Dropout], then Linear -> 10."""
-
-    hidden: tuple[int, ...] = ()
-    batch_norm: bool = False
-    dropout: float = 0.0
-
-
-@dataclass(frozen=True)
-class CNN:
-    name: str
-    activation: str
-    blocks: tuple[ConvBlock, ...]
-    head: Head = Head()
-    family: str = "cnn"
-
-    def feature_maps(self) -> list[tuple[int, int]]:
-        """(channels, side) entering each block and leaving the last: the shapes the head sees.
-        Raises ValueError naming the block whose kernel or pooling no longer fits."""
-        shapes = [(1, IMAGE_SIZE)]
-        for index, block in enumerate(self.blocks):
-            side = (shapes[-1][1] + 2 * block.padding - block.kernel) // block.stride + 1
-            if side < 1:
-                raise ValueError(
-                    f"blocks[{index}]: kernel {block.kernel} does not fit a {shapes[-1][1]}x{shapes[-1][1]} map"
-                )
-            if block.pool:
-                if side < block.pool:
-                    raise ValueError(f"blocks[{index}]: pool {block.pool} does not fit a {side}x{side} map")
-                side //= block.pool
-            shapes.append((block.channels, side))
-        return shapes
-
-
-Architecture = MLP | CNN
-
-
-def to_dict(architecture: Architecture) -> dict[str, Any]:
-    """Plain data, as catalog.yaml spells it (and as a saved model carries it)."""
-    return {key: _plain(value) for key, value in asdict(architecture).items() if key != "name"}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
-
-
-def parse_architecture(name: str, section: Section) -> Architecture:
-    """One entry of catalog.yaml's ``architectures``; also how a saved model's architecture is read back."""
-    family = section.choice("family", PARSERS)
-    architecture = PARSERS[family](name, section)
-    with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
-        count = count_parameters(build_model(architecture))
-    if count > MAX_PARAMETERS:
-        raise PipelineError(f"{section.where()} has {count:,} parameters; at most {MAX_PARAMETERS:,} are allowed")
-    return architecture
-
-
-def _parse_mlp(name: str, section: Section) -> MLP:
-    section.reject_unknown({"family", "hidden", "activation", "dropout"})
-    return MLP(
-        name=name,
-        hidden=tuple(section.integer_list("hidden", minimum=1, maximum=10**9)),
-        activation=section.choice("activation", ACTIVATIONS),
-        dropout=section.fraction("dropout", default=0.0),
-    )
-
-
-def _parse_cnn(name: str, section: Section) -> CNN:
-    section.reject_unknown({"family", "activation", "blocks", "head"})
-    blocks = []
-    for block in section.section_list("blocks"):
-        block.reject_unknown({"channels", "kernel", "padding", "stride", "batch_norm", "pool", "dropout"})
-        blocks.append(
-            ConvBlock(
-                channels=block.integer("channels", 1, 4096),
-                kernel=block.integer("kernel", 1, 28),
-                padding=block.integer("padding", 0, 28, default=0),
-                stride=block.integer("stride", 1, 28, default=1),
-                batch_norm=block.boolean("batch_norm", default=False),
-                pool=block.integer("pool", 0, 28, default=0),
-                dropout=block.fraction("dropout", default=0.0),
-            )
-        )
-    head = section.section("head", default={})
-    head.reject_unknown({"hidden", "batch_norm", "dropout"})
-    architecture = CNN(
-        name=name,
-        activation=section.choice("activation", ACTIVATIONS),
-        blocks=tuple(blocks),
-        head=Head(
-            hidden=tuple(head.integer_list("hidden", minimum=1, maximum=10**9, default=[])),
-            batch_norm=head.boolean("batch_norm", default=False),
-            dropout=head.fraction("dropout", default=0.0),
-        ),
-    )
-    try:
-        architecture.feature_maps()
-    except ValueError as error:
-        raise PipelineError(f"{section.where()}: {error}") from None
-    return architecture
-
-
-PARSERS = {"mlp": _parse_mlp, "cnn": _parse_cnn}
-
 
 def build_model(architecture: Architecture) -> nn.Sequential:
     """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives the
     tutorial's initial weights. Inputs are rows of 784 pixels (``data.as_rows``): an MLP takes them
     as they are, a CNN views them as 1x28x28 images first."""
+    with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
+        count = count_parameters(FAMILIES[architecture.family](architecture))
+    if count > MAX_PARAMETERS:
+        raise PipelineError(
+            f"{CATALOG}: architectures.{architecture.name} has {count:,} parameters; at most {MAX_PARAMETERS:,} "
+            "are allowed"
+        )
     return FAMILIES[architecture.family](architecture)
 
 
@@ -183,13 +49,13 @@ def _mlp(architecture: MLP) -> nn.Sequential:
     sizes = (INPUT_FEATURES, *architecture.hidden)
     layers: list[nn.Module] = []
     for inputs, outputs in itertools.pairwise(sizes):
-        layers += [nn.Linear(inputs, outputs), ACTIVATIONS[architecture.activation]()]
+        layers += [nn.Linear(inputs, outputs), getattr(nn, ACTIVATIONS[architecture.activation])()]
         layers += [nn.Dropout(architecture.dropout)] if architecture.dropout else []
     return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
 
 
 def _cnn(architecture: CNN) -> nn.Sequential:
-    activation = ACTIVATIONS[architecture.activation]
+    activation = getattr(nn, ACTIVATIONS[architecture.activation])
     shapes = architecture.feature_maps()
     layers: list[nn.Module] = [nn.Unflatten(1, (1, IMAGE_SIZE, IMAGE_SIZE))]
     for (channels, _), block in zip(shapes[:-1], architecture.blocks, strict=True):
@@ -335,7 +201,7 @@ def load_trained(path: Path, device: torch.device, expected: Architecture | None
             raise ValueError("not a model file of this project")
         spec = dict(saved["architecture"])
         name = spec.pop("name")
-        architecture = parse_architecture(name, Section(spec, str(path), f"architectures.{name}."))
+        architecture = schema.validate(Architectures, {name: spec}, str(path))[name]
         if expected is None or architecture == expected:
             model = build_model(architecture).to(device)
             model.load_state_dict(saved["state_dict"])

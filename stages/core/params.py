@@ -4,81 +4,75 @@ holds the named entries it chooses from and the grid (kept apart: DVC shows ever
 in each row of `dvc exp show`, but of another file only the keys a stage tracks). MNIST's files and
 mirrors are data/mnist.yaml's (stages/core/mirrors.py).
 
-A bad value raises ``PipelineError`` with one line naming the key, the value and what is allowed,
-before any stage writes anything. Unknown keys are errors too, in every section: a misspelt key
-that was silently ignored would make a run that is not what its params say.
+Read as DVC reads them (``schema.read_yaml``): a run trains with the values `dvc params diff` shows.
+A bad value or unknown key is a ``PipelineError`` of one line, before any stage writes. Torch-free.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import torch
-import yaml
+from pydantic import Field, StringConstraints
 
-from stages.core import atomic, numerics
+from stages.core import numerics
+from stages.core.catalog import Architecture, Architectures, Optimizers, Schedules, Size, Spec, to_dict
 from stages.core.errors import PipelineError
-from stages.core.models import Architecture, parse_architecture, to_dict
-from stages.core.optimizers import OptimizerSpec, build_optimizer, parse_optimizer
-from stages.core.schedules import ScheduleSpec, build_scheduler, parse_schedule
-from stages.core.schema import Section, read_yaml
+from stages.core.schema import SHOWN, Text, choice, integer, invalid, read_yaml, said, typed, validate, write_yaml
 
 PARAMS_KEYS = ("arch", "optimizer", "schedule", "seed", "device", "threads", "numerics", "split", "train", "evaluate")
 CATALOG = "catalog.yaml"  # beside params.yaml
 CATALOG_KEYS = ("grid", "architectures", "optimizers", "schedules")
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d{1,4})?")
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
-KEEP = ("last", "best")
 MAX_SEED = 2**64 - 1  # torch's generators take unsigned 64-bit seeds
-MAX_THREADS = 1024
-MAX_SHIFT = 8
+Seed = integer(0, MAX_SEED)
+Device = said(
+    Annotated[str, StringConstraints(strict=True, pattern=r"^(auto|cpu|mps|cuda(:\d{1,4})?)$")],
+    "choose one of: auto, cpu, cuda, cuda:N, mps (N up to 9999)",
+)
 
 
-@dataclass(frozen=True)
+@typed
 class SplitParams:
-    seed: int
-    train_size: int
-    valid_size: int
+    seed: Seed
+    train_size: Size
+    valid_size: Size
 
 
-@dataclass(frozen=True)
+@typed
 class TrainParams:
-    epochs: int
-    batch_size: int
-    keep: str
+    epochs: integer(1, 100_000)
+    batch_size: Size
+    keep: choice("last", "best")
     """``last``, or ``best``: the epoch with the best validation accuracy (the earliest on a tie)."""
-    patience: int
+    patience: integer(0, 100_000)
     """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
-    shift: int
+    shift: integer(0, 8)
     """Shift each training image by up to this many pixels, seeded, every epoch; 0 leaves them."""
 
 
-@dataclass(frozen=True)
+@typed
 class EvaluateParams:
-    batch_size: int
+    batch_size: Size
 
 
-@dataclass(frozen=True)
+@typed
 class GridRecipe:
-    arch: str
-    optimizer: str
-    schedule: str
-    train: Mapping[str, Any]
-    """Keys of ``train`` that this recipe sets differently."""
+    arch: Text
+    optimizer: Text
+    schedule: Text
+    train: dict[str, Any] = Field(default_factory=dict)
+    """Keys of ``train`` that this recipe sets differently (validated with the rest, in ``parse_params``)."""
 
 
-@dataclass(frozen=True)
+@typed
 class GridParams:
-    seeds: int
+    seeds: integer(1, 100)
     """Each recipe is trained with seeds ``seed``, ``seed + 1``, ... ``seed + seeds - 1``."""
-    recipes: Mapping[str, GridRecipe]
+    recipes: Annotated[dict[str, GridRecipe], Field(min_length=1)]
 
 
 @dataclass(frozen=True)
@@ -87,8 +81,8 @@ class Recipe:
 
     arch: str
     architecture: Architecture
-    optimizer: OptimizerSpec
-    schedule: ScheduleSpec
+    optimizer: Spec
+    schedule: Spec
     train: TrainParams
     seed: int
     split: SplitParams
@@ -118,23 +112,23 @@ class Recipe:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@typed
 class Params:
-    arch: str
-    optimizer: str
-    schedule: str
-    seed: int
-    device: str
-    threads: int
-    numerics: str
+    arch: Text
+    optimizer: Text
+    schedule: Text
+    seed: Seed
+    device: Device
+    threads: integer(1, 1024)
+    numerics: choice(*numerics.MODES)
     split: SplitParams
     train: TrainParams
     evaluate: EvaluateParams
     grid: GridParams
-    architectures: Mapping[str, Architecture]
-    optimizers: Mapping[str, OptimizerSpec]
-    schedules: Mapping[str, ScheduleSpec]
-    source: str = "params.yaml"
+    architectures: Architectures
+    optimizers: Optimizers
+    schedules: Schedules
+    source: str = Field("params.yaml", exclude=True)  # the file, not a key of it
 
     @property
     def architecture(self) -> Architecture:
@@ -180,15 +174,13 @@ def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source
         (params, source, PARAMS_KEYS, catalog_source),
         (catalog, catalog_source, CATALOG_KEYS, source),
     ):
-        section = Section(raw, where, "")
+        if not isinstance(raw, Mapping):
+            raise PipelineError(f"{where} must be a mapping of keys to values, got {SHOWN.repr(raw)}")
         for key in raw:
             if key not in own:
                 elsewhere = key in PARAMS_KEYS + CATALOG_KEYS
-                section.fail(
-                    key,
-                    raw[key],
-                    f"it belongs in {other}" if elsewhere else f"unknown key; valid keys: {', '.join(own)}",
-                )
+                expected = f"it belongs in {other}" if elsewhere else f"unknown key; valid keys: {', '.join(own)}"
+                raise PipelineError(invalid(f"{where}: {key}", raw[key], expected))
     return {**params, **catalog}
 
 
@@ -200,10 +192,11 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
 
 
 def write_raw(raw: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
-    """The keys of ``raw`` into ``path`` and the catalog.yaml beside it, each in the file it belongs in."""
+    """The keys of ``raw`` into ``path`` and the catalog.yaml beside it, each in the file it belongs
+    in, as DVC writes them (so DVC reads back the same values)."""
     path = Path(path)
     for target, keys in ((path, PARAMS_KEYS), (path.with_name(CATALOG), CATALOG_KEYS)):
-        atomic.write_text(target, yaml.safe_dump({k: v for k, v in raw.items() if k in keys}, sort_keys=False))
+        write_yaml(target, {key: value for key, value in raw.items() if key in keys})
 
 
 def check_unchanged(params: Params) -> None:
@@ -218,98 +211,24 @@ def check_unchanged(params: Params) -> None:
         )
 
 
-def parse_params(raw: Any, source: str = "params.yaml", catalog_source: str = CATALOG) -> Params:
+def parse_params(raw: Mapping[str, Any], source: str = "params.yaml", catalog_source: str = CATALOG) -> Params:
     """Both files' keys in one mapping (``merge``); errors name the file each key belongs in."""
-    root, catalog = Section(raw, source, ""), Section(raw, catalog_source, "")
-    root.reject_unknown({*PARAMS_KEYS, *CATALOG_KEYS})
-    architectures = {name: parse_architecture(name, entry) for name, entry in catalog.mapping("architectures").items()}
-    optimizers = {name: parse_optimizer(name, entry) for name, entry in catalog.mapping("optimizers").items()}
-    schedules = {name: parse_schedule(name, entry) for name, entry in catalog.mapping("schedules").items()}
-    train = _train(root.section("train"))
-    seed, grid_section = root.integer("seed", 0, MAX_SEED), catalog.section("grid")
-    grid_section.reject_unknown({"seeds", "recipes"})
-    seeds = grid_section.integer("seeds", 1, 100)
-    if seed + seeds - 1 > MAX_SEED:
-        grid_section.fail("seeds", seeds, f"seed + seeds - 1 must be at most {MAX_SEED}")
-    params = Params(
-        arch=root.choice("arch", architectures),
-        optimizer=root.choice("optimizer", optimizers),
-        schedule=root.choice("schedule", schedules),
-        seed=seed,
-        device=_device(root),
-        threads=root.integer("threads", 1, MAX_THREADS),
-        numerics=root.choice("numerics", numerics.MODES),
-        split=_split(root.section("split")),
-        train=train,
-        evaluate=_evaluate(root.section("evaluate")),
-        grid=GridParams(seeds, {}),
-        architectures=architectures,
-        optimizers=optimizers,
-        schedules=schedules,
-        source=source,
-    )
-    recipes = {str(name): _grid_recipe(params, section) for name, section in grid_section.mapping("recipes").items()}
-    params = replace(params, grid=GridParams(seeds, recipes))
-    _check_combination(params.recipe(), source)
-    for name in recipes:
-        _check_combination(params.recipe(name), f"{catalog_source}: grid.recipes.{name}")
+    params = validate(Params, {**raw, "source": source}, lambda key: catalog_source if key in CATALOG_KEYS else source)
+    grid = f"{catalog_source}: grid"
+    if params.seed + params.grid.seeds - 1 > MAX_SEED:
+        raise PipelineError(invalid(f"{grid}.seeds", params.grid.seeds, f"seed + seeds - 1 must be at most {MAX_SEED}"))
+    recipes = {f"{grid}.recipes.{name}.": recipe for name, recipe in params.grid.recipes.items()}
+    for where, chosen in {f"{source}: ": params, **recipes}.items():
+        for key, entries in (
+            ("arch", params.architectures),
+            ("optimizer", params.optimizers),
+            ("schedule", params.schedules),
+        ):
+            if getattr(chosen, key) not in entries:
+                allowed = f"choose one of: {', '.join(sorted(entries))}"
+                raise PipelineError(invalid(where + key, getattr(chosen, key), allowed))
+    for name, recipe in params.grid.recipes.items():  # its train keys over params.yaml's, as a run takes them
+        validate(
+            TrainParams, {**asdict(params.train), **recipe.train}, catalog_source, ("grid", "recipes", name, "train")
+        )
     return params
-
-
-def _check_combination(recipe: Recipe, where: str) -> None:
-    """torch's checks of a schedule against the optimizer it drives (one-cycle needs momentum or
-    betas, for one), on a throwaway parameter, over as many batches as the split gives."""
-    optimizer = build_optimizer(recipe.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-    batches_per_epoch = math.ceil(recipe.split.train_size / recipe.train.batch_size)
-    try:
-        build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
-    except (TypeError, ValueError, ZeroDivisionError) as error:
-        raise PipelineError(
-            f"{where}: schedule {recipe.schedule.name!r} with optimizer {recipe.optimizer.name!r}: {error}"
-        ) from None
-
-
-def _train(section: Section, partial: bool = False) -> Any:
-    """The train section; ``partial`` reads a grid recipe's overrides, where every key is optional."""
-    readers = {
-        "epochs": lambda: section.integer("epochs", 1, 100_000),
-        "batch_size": lambda: section.integer("batch_size", 1, 10**9),
-        "keep": lambda: section.choice("keep", KEEP),
-        "patience": lambda: section.integer("patience", 0, 100_000),
-        "shift": lambda: section.integer("shift", 0, MAX_SHIFT),
-    }
-    section.reject_unknown(set(readers))
-    if partial:
-        return {key: read() for key, read in readers.items() if key in section.raw}
-    return TrainParams(**{key: read() for key, read in readers.items()})
-
-
-def _split(section: Section) -> SplitParams:
-    section.reject_unknown({"seed", "train_size", "valid_size"})
-    return SplitParams(
-        seed=section.integer("seed", 0, MAX_SEED),
-        train_size=section.integer("train_size", 1, 10**9),
-        valid_size=section.integer("valid_size", 1, 10**9),
-    )
-
-
-def _evaluate(section: Section) -> EvaluateParams:
-    section.reject_unknown({"batch_size"})
-    return EvaluateParams(batch_size=section.integer("batch_size", 1, 10**9))
-
-
-def _grid_recipe(params: Params, section: Section) -> GridRecipe:
-    section.reject_unknown({"arch", "optimizer", "schedule", "train"})
-    return GridRecipe(
-        arch=section.choice("arch", params.architectures),
-        optimizer=section.choice("optimizer", params.optimizers),
-        schedule=section.choice("schedule", params.schedules),
-        train=_train(section.section("train", default={}), partial=True),
-    )
-
-
-def _device(root: Section) -> str:
-    device = root.get("device")
-    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
-        root.fail("device", device, f"choose one of: {DEVICE_CHOICES} (N up to 9999)")
-    return device

@@ -1,18 +1,17 @@
 """One registry from a schedule ``type`` in catalog.yaml to a torch learning-rate scheduler, with the
-keywords the loop sets itself and whether it steps per batch or per epoch, as torch intends."""
+keywords the loop sets itself and whether it steps per batch or per epoch, as torch intends; the
+keywords a catalog entry may set are declared in stages/core/catalog.py."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.optim import lr_scheduler
 
-from stages.core.keywords import Keyword, keywords
-from stages.core.schema import Section
+from stages.core.catalog import ScheduleSpec
 
 
 @dataclass(frozen=True)
@@ -31,19 +30,6 @@ SCHEDULE_TYPES: dict[str, ScheduleType] = {
         lr_scheduler.OneCycleLR, per_batch=True, fixed=lambda epochs, batches: {"total_steps": epochs * batches}
     ),
 }
-LOOP_KEYWORDS = {"optimizer", "last_epoch", "verbose", "T_max", "total_steps", "epochs", "steps_per_epoch"}
-
-
-@dataclass(frozen=True)
-class ScheduleSpec:
-    name: str
-    type: str
-    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
-
-
-def hyperparameters(schedule_type: str) -> dict[str, Keyword]:
-    scheduler = SCHEDULE_TYPES[schedule_type].scheduler
-    return {} if scheduler is None else keywords(scheduler, exclude=LOOP_KEYWORDS)
 
 
 @dataclass(frozen=True)
@@ -66,15 +52,9 @@ def build_scheduler(
     if spec.type == "onecycle":  # torch divides by the warm-up's length less one step
         pct_start = values.get("pct_start", inspect.signature(lr_scheduler.OneCycleLR).parameters["pct_start"].default)
         if pct_start * epochs * batches_per_epoch <= 1:
-            raise ValueError(  # as torch's own checks do: params.py reports it as one line
+            raise ValueError(  # as torch's own checks do: training.py reports it as one line
                 f"a one-cycle warm-up of pct_start {pct_start} x {epochs * batches_per_epoch} "
                 f"steps ({epochs} epochs x {batches_per_epoch} batches) is not over one step; train for more steps "
                 "or raise pct_start"
             )
     return Scheduler(kind.scheduler(optimizer, **values, **kind.fixed(epochs, batches_per_epoch)), kind.per_batch)
-
-
-def parse_schedule(name: str, section: Section) -> ScheduleSpec:
-    """One entry of catalog.yaml's ``schedules``."""
-    schedule_type = section.choice("type", SCHEDULE_TYPES)
-    return ScheduleSpec(name=name, type=schedule_type, hyperparameters=section.keywords(hyperparameters(schedule_type)))

@@ -1,147 +1,204 @@
-"""A YAML file of params, read as DVC reads it and validated key by key with one-line errors that
-name the file, the key's dotted path, the value and what is allowed. Torch-free: the download
-stage reads its source through here without loading torch.
+"""Params files read as DVC reads them (ruamel.yaml, YAML 1.2) and validated by pydantic into frozen
+dataclasses: a bad value is one line naming the file, the key's dotted path, the value and what is
+allowed. Torch-free: a stage reads its params before torch loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import reprlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+import annotated_types as at
+from pydantic import ConfigDict, Strict, TypeAdapter, ValidationError, WrapValidator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError, core_schema
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.constructor import DuplicateKeyError, SafeConstructor
 
+from stages.core import atomic
 from stages.core.errors import PipelineError
-from stages.core.keywords import Keyword
 
 # A value as an error line shows it: a YAML alias bomb is shared lists, a plain repr would expand them.
 SHOWN = reprlib.Repr()
 SHOWN.maxlevel, SHOWN.maxlist, SHOWN.maxdict, SHOWN.maxstring, SHOWN.maxother = 3, 4, 4, 80, 80
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """YAML as DVC reads params.yaml: a key given twice in one mapping is an error, not its last value."""
+def keys(cls: Any) -> list[str]:
+    """The keys a file may give ``cls``: its fields but those filled in from elsewhere (a name)."""
+    return sorted(name for name, field in cls.__pydantic_fields__.items() if not field.exclude)
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
-                line = key_node.start_mark.line + 1
-                raise yaml.YAMLError(f"key {SHOWN.repr(key)} appears twice (line {line}); DVC refuses that too")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+
+def _unknown(cls: Any, key: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "unknown_key", "unknown key; valid keys: {keys}", {"key": key, "keys": ", ".join(keys(cls))}
+    )
+
+
+def _known_keys(cls: Any, raw: Any) -> Any:
+    for key in raw if isinstance(raw, Mapping) else ():
+        if key not in cls.__pydantic_fields__:  # a misspelt key ignored would make a run other than its params say
+            raise _unknown(cls, key)
+    return raw
+
+
+def typed(cls: type) -> type:
+    """``cls`` as a frozen dataclass that pydantic validates: an unknown key is an error, a number finite."""
+    cls._known_keys = model_validator(mode="before")(classmethod(_known_keys))  # type: ignore[attr-defined]
+    return dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False))(cls)
+
+
+def said(kind: Any, allowed: str) -> Any:
+    """``kind`` whose every error is one: what it allows, in words."""
+
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("invalid", allowed) from None
+
+    return Annotated[kind, WrapValidator(check)]
+
+
+# Strict: no value is taken from another kind (a string "10", a bool as 1); a float takes an int.
+def integer(low: int, high: int | None = None) -> Any:
+    if high is None:
+        return said(Annotated[int, Strict(), at.Ge(low)], f"expected an integer >= {low}")
+    return said(Annotated[int, Strict(), at.Ge(low), at.Le(high)], f"expected an integer from {low} to {high:,}")
+
+
+def number(words: str, *bounds: at.BaseMetadata) -> Any:
+    return said(Annotated[float, Strict(), *bounds], f"expected {words}")
+
+
+def choice(*options: str) -> Any:
+    return said(Literal[options], f"choose one of: {', '.join(sorted(options))}")
+
+
+Flag = said(Annotated[bool, Strict()], "expected true or false")
+Text = said(Annotated[str, Strict(), at.MinLen(1)], "expected a non-empty string")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed as itself: its kinds may grow
+class Registry:
+    """A catalog section: named entries, each of the class that its ``key`` (family, type) names in
+    ``kinds``, looked up as it is validated, so an extension adds to ``kinds``. A class with a
+    ``name`` field gets the entry's; ``finish`` makes the entry from its name, keys and instance."""
+
+    key: str
+    kinds: dict[str, type]
+    finish: Callable[[str, Mapping[str, Any], Any], Any] = lambda name, raw, entry: entry
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def validate(self, raw: Any) -> dict[str, Any]:
+        entries = _adapter(Annotated[dict[str, Any], at.MinLen(1)]).validate_python(raw)
+        return {name: self._entry(name, entry) for name, entry in entries.items()}
+
+    def _entry(self, name: str, raw: Any) -> Any:
+        try:
+            kind = raw.get(self.key) if isinstance(raw, Mapping) else None
+            if not isinstance(kind, str) or kind not in self.kinds or "name" in raw:
+                raise ValidationError.from_exception_data(self.key, [self._refusal(raw, kind)])
+            named = {"name": name} if "name" in self.kinds[kind].__pydantic_fields__ else {}
+            return self.finish(name, raw, _adapter(self.kinds[kind]).validate_python({**raw, **named}))
+        except ValidationError as error:  # placed under the entry's name
+            lines = [{**line, "loc": (name, *line["loc"]), "type": _kind(line)} for line in error.errors()]
+            raise ValidationError.from_exception_data(error.title, lines) from None  # type: ignore[arg-type]
+
+    def _refusal(self, raw: Any, kind: Any) -> Any:
+        if not isinstance(raw, Mapping):
+            return {"type": "dict_type", "loc": (), "input": raw}
+        if self.key not in raw:
+            return {"type": "missing", "loc": (self.key,), "input": raw}
+        if isinstance(kind, str) and kind in self.kinds:  # and a name: the entry's key is its name
+            return {"type": _unknown(self.kinds[kind], "name"), "loc": (), "input": raw}
+        allowed = f"choose one of: {', '.join(sorted(self.kinds))}"
+        return {"type": PydanticCustomError("invalid", allowed), "loc": (self.key,), "input": kind}
+
+
+def _kind(line: Any) -> Any:
+    """An error's type as ``from_exception_data`` takes it: pydantic knows ours by their message."""
+    ours = line["type"] in ("invalid", "unknown_key")
+    return PydanticCustomError(line["type"], line["msg"], line.get("ctx")) if ours else line["type"]
+
+
+@cache
+def _adapter(kind: Any) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def validate(kind: Any, raw: Any, source: str | Callable[[str], str], prefix: tuple = ()) -> Any:
+    """``raw`` as ``kind``, or a ``PipelineError`` of one line for its first error. ``source`` names
+    the file, or gives it for a top-level key; ``prefix`` is where ``raw`` lies in it."""
+    try:
+        return _adapter(kind).validate_python(raw)
+    except ValidationError as errors:
+        error = errors.errors(include_url=False)[0]
+        loc, value = (*prefix, *error["loc"]), error["input"]
+        if error["type"] == "unknown_key":
+            loc, value = (*loc, error["ctx"]["key"]), value[error["ctx"]["key"]]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+        file = source if isinstance(source, str) else source(str(loc[0]) if loc else "")
+        raise PipelineError(_line(f"{file}: {where}" if where else file, value, error)) from None
+
+
+def _line(where: str, value: Any, error: Any) -> str:
+    if error["type"] in ("missing", "missing_argument"):
+        return f"{where} is missing"
+    if error["type"] in ("dict_type", "dataclass_type", "dataclass_args_type"):
+        return f"{where} must be a mapping of keys to values, got {SHOWN.repr(value)}"
+    if error["type"] == "value_error":
+        return f"{where}: {error['ctx']['error']}"
+    return invalid(where, value, error["msg"])
+
+
+def invalid(where: str, value: Any, allowed: str) -> str:
+    return f"{where} = {SHOWN.repr(value)} is invalid; {allowed}"
+
+
+class _Constructor(SafeConstructor):
+    """ruamel.yaml's, as DVC uses it, but a key given twice is named without its values: ruamel's
+    message shows both, and an alias bomb's value would take hours to show."""
+
+    def check_mapping_key(self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any) -> bool:
+        if key in mapping:
+            problem = f"key {SHOWN.repr(key)} appears twice"
+            raise DuplicateKeyError("while constructing a mapping", node.start_mark, problem, key_node.start_mark)
+        return True
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """As DVC parses a params file (``dvc.utils.serialize.parse_yaml``): YAML 1.2, ruamel's safe
+    loader, a key given twice an error, an empty file no keys."""
+    yaml = YAML(typ="safe")
+    yaml.Constructor = _Constructor
+    try:
+        return yaml.load(text) or {}
+    except YAMLError as error:
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or error
+        line = f" (line {mark.line + 1})" if mark else ""
+        also = "; DVC refuses that too" if isinstance(error, DuplicateKeyError) else ""
+        raise PipelineError(f"{where} is not valid YAML: {str(problem).splitlines()[0]}{line}{also}") from None
 
 
 def read_yaml(path: Path) -> Any:
     try:
-        return yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return parse_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: run from the project root") from None
     except IsADirectoryError:
         raise PipelineError(f"{path} is a directory, not a YAML file") from None
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
 
 
-MISSING = object()
-
-
-class Section:
-    """A mapping in a params file that knows its own dotted path, for error messages."""
-
-    def __init__(self, raw: Any, source: str, prefix: str):
-        if not isinstance(raw, Mapping):
-            where = f"{source}: {prefix.rstrip('.')}" if prefix else source
-            raise PipelineError(f"{where} must be a mapping of keys to values, got {SHOWN.repr(raw)}")
-        self.raw, self.source, self.prefix = raw, source, prefix
-
-    def where(self, key: str = "") -> str:
-        return f"{self.source}: {(self.prefix + key).rstrip('.')}"
-
-    def fail(self, key: str, value: Any, expected: str) -> None:
-        raise PipelineError(f"{self.where(key)} = {SHOWN.repr(value)} is invalid; {expected}")
-
-    def get(self, key: str, default: Any = MISSING) -> Any:
-        if key not in self.raw:
-            if default is MISSING:
-                raise PipelineError(f"{self.where(key)} is missing")
-            return default
-        return self.raw[key]
-
-    def section(self, key: str, default: Any = MISSING) -> Section:
-        return Section(self.get(key, default), self.source, f"{self.prefix}{key}.")
-
-    def mapping(self, key: str) -> dict[str, Section]:
-        sections = self.section(key)
-        if not sections.raw:
-            raise PipelineError(f"{self.where(key)} is empty")
-        return {str(name): sections.section(name) for name in sections.raw}
-
-    def section_list(self, key: str) -> list[Section]:
-        value = self.get(key)
-        if not isinstance(value, list) or not value:
-            self.fail(key, value, "expected a non-empty list of mappings")
-        return [Section(item, self.source, f"{self.prefix}{key}[{index}].") for index, item in enumerate(value)]
-
-    def reject_unknown(self, allowed: set[str]) -> None:
-        for key in self.raw:
-            if key not in allowed:
-                self.fail(key, self.raw[key], f"unknown key; valid keys: {', '.join(sorted(allowed))}")
-
-    def choice(self, key: str, choices: Mapping[str, Any] | tuple[str, ...]) -> str:
-        value = self.get(key)
-        if not isinstance(value, str) or value not in choices:
-            self.fail(key, value, f"choose one of: {', '.join(sorted(choices))}")
-        return value
-
-    def string(self, key: str) -> str:
-        value = self.get(key)
-        if not isinstance(value, str) or not value:
-            self.fail(key, value, "expected a non-empty string")
-        return value
-
-    def string_list(self, key: str) -> list[str]:
-        value = self.get(key)
-        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-            self.fail(key, value, "expected a list of strings")
-        return value
-
-    def integer(self, key: str, minimum: int, maximum: int, default: Any = MISSING) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            self.fail(key, value, f"expected an integer from {minimum} to {maximum:,}")
-        return value
-
-    def integer_list(self, key: str, minimum: int, maximum: int, default: Any = MISSING) -> list[int]:
-        value = self.get(key, default)
-        if not isinstance(value, list) or not all(
-            isinstance(item, int) and not isinstance(item, bool) and minimum <= item <= maximum for item in value
-        ):
-            self.fail(key, value, f"expected a list of integers from {minimum} to {maximum:,}")
-        return value
-
-    def boolean(self, key: str, default: Any = MISSING) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, value, "expected true or false")
-        return value
-
-    def fraction(self, key: str, default: Any = MISSING) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            self.fail(key, value, "expected a number from 0 to below 1")
-        return value
-
-    def keywords(self, allowed: Mapping[str, Keyword]) -> dict[str, Any]:
-        """The entry's keys but ``type``, each checked against the torch keyword it is passed as."""
-        self.reject_unknown({"type", *allowed})
-        for keyword in allowed.values():
-            if keyword.required and keyword.name not in self.raw:
-                raise PipelineError(f"{self.where(keyword.name)} is missing; {keyword.expected()}")
-        values = {key: value for key, value in self.raw.items() if key != "type"}
-        for key, value in values.items():
-            if not allowed[key].accepts(value):
-                self.fail(key, value, allowed[key].expected())
-        return values
+def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    """Block style, as DVC writes a params file on ``-S`` (``dvc.utils.serialize.dump_yaml``)."""
+    yaml, text = YAML(), io.StringIO()
+    yaml.default_flow_style = False
+    yaml.dump(dict(data), text)
+    atomic.write_text(path, text.getvalue())

@@ -26,7 +26,7 @@ from stages.core import data, graphs
 from stages.core.errors import PipelineError
 from stages.core.models import build_model
 from stages.core.optimizers import build_optimizer
-from stages.core.params import Recipe, TrainParams
+from stages.core.params import CATALOG, Recipe, TrainParams
 from stages.core.schedules import Scheduler, build_scheduler
 
 
@@ -304,10 +304,9 @@ def train_recipe(
     weights are drawn, so a recipe gives the same run whatever ran before it in the process."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.architecture).to(device)
-    constant_rate = recipe.schedule.type == "none"
-    optimizer = build_optimizer(graphs.optimizer_spec(recipe.optimizer, device, constant_rate), model.parameters())
-    batches_per_epoch = math.ceil(len(train_set) / recipe.train.batch_size)
-    scheduler = build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
+    optimizer, scheduler = optimizer_and_scheduler(
+        recipe, model, device, math.ceil(len(train_set) / recipe.train.batch_size)
+    )
     train = (data.as_rows(train_set.images, device), train_set.labels.to(device))
     valid = (data.as_features(valid_set.images, device), valid_set.labels.to(device))
     try:
@@ -316,6 +315,22 @@ def train_recipe(
     except Diverged as error:
         raise Diverged(f"{error}; try a smaller learning rate than {_learning_rate(recipe)}") from None
     return model, result
+
+
+def optimizer_and_scheduler(
+    recipe: Recipe, model: nn.Module, device: torch.device, batches_per_epoch: int
+) -> tuple[torch.optim.Optimizer, Scheduler | None]:
+    """The recipe's optimizer and schedule for ``model``; what only torch checks (a one-cycle schedule
+    needs an optimizer with momentum or betas, Nesterov a momentum) is one line, before a run writes."""
+    constant_rate = recipe.schedule.type == "none"
+    try:
+        optimizer = build_optimizer(graphs.optimizer_spec(recipe.optimizer, device, constant_rate), model.parameters())
+        return optimizer, build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as error:
+        raise PipelineError(
+            f"{CATALOG}: schedule {recipe.schedule.name!r} with optimizer {recipe.optimizer.name!r}: "
+            + " ".join(str(error).split())
+        ) from None
 
 
 def _learning_rate(recipe: Recipe) -> str:
