@@ -138,6 +138,14 @@ def test_a_process_that_loaded_torch_without_the_variables_refuses_to_compute():
     assert "start it as `python -m stages <command>`" in result.stderr
 
 
+def test_a_tool_without_the_variables_knows_the_fingerprint_a_portable_stage_records():
+    """``tools.seeded`` matches stored runs by the fingerprint a stage would record here."""
+    script = "from stages.core import runtime\nprint(runtime.expected_fingerprint(1, 'cpu', 'portable'))"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=unpinned(), capture_output=True, text=True)
+    device = runtime.configure(1, "cpu", "portable")
+    assert result.stdout.strip() == runtime.environment(device, "portable")["fingerprint"], result.stderr
+
+
 @pytest.mark.slow  # a whole train stage in its own process
 def test_a_stage_started_without_the_variables_sets_them_before_torch_loads(project):
     """``python -m stages train`` from a shell without the variables: one process, no restart,

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from stages.core import atomic, runtime
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import CATALOG, Params, parse_params, write_raw
@@ -275,13 +273,7 @@ def _read(name: str, source: str, seeds: list[int], folders: list[str], rev: str
 
 def _fingerprint(params: Params) -> str:
     """This machine's numerics fingerprint for these params' device, threads and numerics."""
-    threads = torch.get_num_threads()
-    try:
-        return runtime.environment(runtime.configure(params.threads, params.device, params.numerics), params.numerics)[
-            "fingerprint"
-        ]
-    finally:
-        torch.set_num_threads(threads)
+    return runtime.expected_fingerprint(params.threads, params.device, params.numerics)
 
 
 def _train(label: str, raw: Mapping[str, Any], seeds: list[int], folder: Path, checkout: str | None) -> None:

@@ -160,10 +160,11 @@ def pinned_products(enabled: bool, threads: int = 1) -> None:
         _products_library = None
 
 
-def blas() -> str:
-    """The BLAS that portable products run on and its kernel, e.g. ``OpenBLAS 0.3.31 Haswell``."""
+def blas(kernel: str | None = None) -> str:
+    """The BLAS that portable products run on and its kernel (this process's, or ``kernel``), e.g.
+    ``OpenBLAS 0.3.31 Haswell``."""
     config = _openblas("get_config64_", restype=ctypes.c_char_p).decode().split()
-    return f"{config[0]} {config[1]} {_openblas('get_corename64_', restype=ctypes.c_char_p).decode()}"
+    return f"{config[0]} {config[1]} {kernel or _openblas('get_corename64_', restype=ctypes.c_char_p).decode()}"
 
 
 def _openblas(function: str, *args: int, restype: Any = None) -> Any:

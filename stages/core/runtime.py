@@ -83,6 +83,16 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
     return {"fingerprint": fingerprint(env), **env}
 
 
+def expected_fingerprint(threads: int, device: str, mode: str) -> str:
+    """The fingerprint a stage run here with these params records, without configuring this process
+    (a tool's): in portable mode the pinned kernels' (a stage that cannot pin them refuses to run)."""
+    env = {**environment(resolve_device(device), mode), "threads": threads}
+    if mode == "portable":
+        pinned = numerics.PORTABLE_CAPABILITY, "COMPATIBLE", numerics.blas(numerics.PORTABLE_BLAS_KERNEL)
+        env["cpu_capability"], env["mkl_branch"], env["blas"] = pinned
+    return fingerprint(env)
+
+
 def class_fields(env: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide the bits. In portable mode the CPU's make and model do not (that is
     the point of it); in native mode they do, and on a GPU its name and toolkit do."""
