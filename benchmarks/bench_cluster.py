@@ -7,8 +7,8 @@ seeds side by side, as many as the cores hold), and ``python -m tools.cluster ru
 --workers N`` (N one-thread workers, each cell's seeds one at a time), until both workspaces hold
 the gathered grid and leaderboard.
 
-    python -m benchmarks.bench_cluster --data real --mirror /path/to/mnist-gz    # the whole grid
-    python -m benchmarks.bench_cluster --data synthetic --epochs 1 --train-size 400 --valid-size 100 \\
+    python -m benchmarks bench_cluster --data real --mirror /path/to/mnist-gz    # the whole grid
+    python -m benchmarks bench_cluster --data synthetic --epochs 1 --train-size 400 --valid-size 100 \\
         --recipes mlp_20_sigmoid-sgd,mlp_128_64_relu-sgd --seeds 2
 """
 

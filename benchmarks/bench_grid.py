@@ -3,8 +3,8 @@
 the split stage made. A recipe's seeds run side by side (``--jobs``, default: the cores over
 params' ``threads``), so N seeds should cost well under N times one.
 
-    python -m benchmarks.bench_grid --split data/split --recipes mlp_20_sigmoid-sgd,mlp_128_64_relu-sgd
-    python -m benchmarks.bench_grid --split data/split --recipes lenet5 --epochs 2 --jobs 1
+    python -m benchmarks bench_grid --split data/split --recipes mlp_20_sigmoid-sgd,mlp_128_64_relu-sgd
+    python -m benchmarks bench_grid --split data/split --recipes lenet5 --epochs 2 --jobs 1
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ validation), under each candidate setting of torch's CPU kernels, against the ma
 (native). Each candidate runs in a process of its own, since the settings are read when torch
 loads; the candidates take turns, round after round.
 
-    python -m benchmarks.bench_numerics --data real --raw data/raw
-    python -m benchmarks.bench_numerics --data real --raw data/raw --recipes lenet5,cnn_small --train-size 5000
+    python -m benchmarks bench_numerics --data real --raw data/raw
+    python -m benchmarks bench_numerics --data real --raw data/raw --recipes lenet5,cnn_small --train-size 5000
 
 A candidate is exactly portable when nothing it computes depends on the CPU: ATen pinned to one
 instruction set every promised CPU has, MKL on its COMPATIBLE branch (the only one Intel documents

@@ -5,8 +5,8 @@ downloaded and split, so neither the download nor DVC's run cache flatters the s
 Only ``dvc exp run --run-all -j N`` is timed. Use it on a quiet machine: the grid is 10 runs of
 17 epochs by default.
 
-    python -m benchmarks.bench_queue --data real --mirror /path/to/mnist-gz --workers 1,2
-    python -m benchmarks.bench_queue --data synthetic --epochs 1 --train-size 800 --valid-size 200
+    python -m benchmarks bench_queue --data real --mirror /path/to/mnist-gz --workers 1,2
+    python -m benchmarks bench_queue --data synthetic --epochs 1 --train-size 800 --valid-size 200
 """
 
 from __future__ import annotations

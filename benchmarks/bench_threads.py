@@ -4,7 +4,7 @@
 so it is fixed, not taken from the machine; this measures what a second thread buys one run. Whether
 two single-threaded runs side by side beat that is for benchmarks/bench_queue.py.
 
-    python -m benchmarks.bench_threads --data real --raw data/raw --counts 1,2
+    python -m benchmarks bench_threads --data real --raw data/raw --counts 1,2
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ Both run in this process, alternating, on the same data in the same order from t
 weights, with the same numerics (params.yaml's, or ``--numerics``); the weights are compared
 bitwise after the timings. On CUDA the in-memory step is also timed captured as one CUDA graph.
 
-    python -m benchmarks.bench_training --threads 2 --data real --raw data/raw
-    python -m benchmarks.bench_training --numerics native --threads 2 --data real --raw data/raw
-    python -m benchmarks.bench_training --archs lenet5,cnn_small --train-size 10000 --data real --raw data/raw
-    python -m benchmarks.bench_training --device cuda --data real --raw /path/to/mnist
-    python -m benchmarks.bench_training --peak-memory --data real --raw data/raw
+    python -m benchmarks bench_training --threads 2 --data real --raw data/raw
+    python -m benchmarks bench_training --numerics native --threads 2 --data real --raw data/raw
+    python -m benchmarks bench_training --archs lenet5,cnn_small --train-size 10000 --data real --raw data/raw
+    python -m benchmarks bench_training --device cuda --data real --raw /path/to/mnist
+    python -m benchmarks bench_training --peak-memory --data real --raw data/raw
 """
 
 from __future__ import annotations

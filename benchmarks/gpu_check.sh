@@ -65,6 +65,6 @@ $python -c "import torch; weights = torch.load('$work/mlp.pt', weights_only=True
 killed mlp-resumed "$work/params.yaml" && run mlp-resumed "$work/params.yaml" && same mlp mlp-resumed
 run cnn "$work/cnn.yaml" && run cnn-again "$work/cnn.yaml" && same cnn cnn-again
 train absent "$work/absent.yaml"; echo "exit code $?"
-$python -m benchmarks.bench_training --device "$device" --data real --raw "$mirror" --repeats 3 \
+$python -m benchmarks bench_training --device "$device" --data real --raw "$mirror" --repeats 3 \
   --archs mlp_128_64_relu,mlp_20_sigmoid,lenet5,cnn_small
 $python -m pytest -q -p no:cacheprovider -o addopts="" -m gpu 2>&1 | tail -3

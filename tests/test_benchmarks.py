@@ -17,7 +17,7 @@ SMALL = ("--data", "synthetic", "--train-size", "600", "--valid-size", "200", "-
 
 def run_benchmark(module: str, *args: str) -> str:
     """The benchmark's output, run from this checkout (it writes nothing there)."""
-    command = [sys.executable, "-m", f"benchmarks.{module}", *SMALL, *args]
+    command = [sys.executable, "-m", "benchmarks", module, *SMALL, *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
@@ -49,3 +49,13 @@ def test_bench_numerics_prices_portable_numerics_against_native():
 def test_bench_threads_times_each_thread_count():
     output = run_benchmark("bench_threads", "--counts", "1,2")
     assert re.search(r"train epoch mlp_128_64_relu: 1 threads .*; 2 threads [\d.]+ s", output)
+
+
+@pytest.mark.slow  # three processes that import torch
+def test_bench_startup_times_predict_against_a_bare_torch_import(reproduced):
+    env = {**reproduced.env, "PYTHONPATH": str(ROOT)}  # the benchmark from this checkout, in a project with a model
+    command = [sys.executable, "-m", "benchmarks", "bench_startup", "--repeats", "1"]
+    output = subprocess.run(command, cwd=reproduced.root, env=env, capture_output=True, text=True, check=True).stdout
+    assert re.search(
+        r"^start-up, median of 1: import torch [\d.]+ s, predict of one image [\d.]+ s \([\d.]+x\)$", output, re.M
+    )
