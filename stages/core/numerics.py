@@ -132,29 +132,24 @@ def _sqrt(tensor: Any) -> Any:
     return torch.pow(tensor.to(torch.float64), 0.5).to(dtype)
 
 
-# Matrix products. MKL's GEMM gives other bits on other CPUs unless pinned to its COMPATIBLE branch,
-# which uses no wide vector instructions (2-3x slower). numpy's OpenBLAS, with its kernel pinned by
-# OPENBLAS_CORETYPE, runs the same instructions in the same order on every CPU with AVX2 and FMA, at
-# MKL's native speed. In portable mode every product a recipe computes goes there: torch's ``mm``,
-# ``addmm`` and ``bmm`` (Linear, forward and backward) and its slow convolution, whose im2col
-# products call the BLAS directly (proof: docs/reproducibility.md, tests/other_cpus.py).
-PINNED_PRODUCTS = ("mm", "addmm", "bmm", "_slow_conv2d_forward", "_slow_conv2d_backward")
+PINNED_PRODUCTS = ("mm", "addmm", "bmm", "convolution")  # torch ops whose CPU products portable mode replaces
 _products_library: Any = None
 
 
 def pinned_products(enabled: bool, threads: int = 1) -> None:
-    """Whether torch's CPU matrix products (``PINNED_PRODUCTS``) run on numpy's OpenBLAS, with
-    ``threads`` threads (how OpenBLAS splits a product is part of its bits, as MKL's is)."""
+    """Whether torch's CPU matrix products run on numpy's OpenBLAS with its kernel pinned
+    (``stages/core/products.py``), with ``threads`` threads (how OpenBLAS splits a product is part
+    of its bits, as MKL's is)."""
     global _products_library
     import torch
 
     if enabled:
         _openblas("set_num_threads64_", threads)
     if enabled and _products_library is None:
+        from stages.core import products
+
         _products_library = torch.library.Library("aten", "IMPL")
-        for name, kernel in (("mm", _mm), ("addmm", _addmm), ("bmm", _mm), ("_slow_conv2d_forward", _conv),
-                             ("_slow_conv2d_backward.output_mask", _conv_backward)):  # fmt: skip
-            _products_library.impl(name, kernel, "CPU")
+        products.register(_products_library)
     elif not enabled and _products_library is not None:
         _products_library._destroy()
         _products_library = None
@@ -174,96 +169,3 @@ def _openblas(function: str, *args: int, restype: Any = None) -> Any:
     call = getattr(ctypes.CDLL(str(path)), f"scipy_openblas_{function}")  # the copy numpy loaded
     call.restype = restype
     return call(*args)
-
-
-def _array(tensor: Any) -> Any:
-    """``tensor`` as a numpy array that numpy's matmul hands to the BLAS as it is (rows or columns
-    contiguous); anything else would take numpy's own loop, which is neither fast nor pinned."""
-    rows, columns = tensor.stride()[-2:]
-    height, width = tensor.shape[-2:]
-    if not ((columns == 1 and rows >= max(width, 1)) or (rows == 1 and columns >= max(height, 1))):
-        tensor = tensor.contiguous()
-    return tensor.detach().numpy()
-
-
-def _mm(a: Any, b: Any) -> Any:
-    """``mm`` and ``bmm`` (and a matrix times a stack): numpy's matmul calls the BLAS once per matrix."""
-    import numpy
-    import torch
-
-    out = a.new_empty((*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1]))
-    numpy.matmul(_array(a), _array(b), out=out.numpy())
-    return out
-
-
-def _addmm(bias: Any, a: Any, b: Any, *, beta: float = 1, alpha: float = 1) -> Any:
-    product = _mm(a, b)
-    if alpha != 1:
-        product.mul_(alpha)
-    return product if beta == 0 else product.add_(bias if beta == 1 else bias * beta)
-
-
-def _conv(image: Any, weight: Any, kernel: list[int], bias: Any, stride: list[int], padding: list[int]) -> Any:
-    """A convolution as one product for the whole batch, weight (K x CRS) @ columns (CRS x NHW')."""
-    shape = _Windows(image.shape, weight.shape, stride, padding)
-    product = _mm(weight.flatten(1), shape.columns(image)).view(weight.shape[0], *shape.rows)
-    out = product[..., : shape.out[1]].transpose(0, 1).contiguous()  # N x K x H x W
-    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
-
-
-def _conv_backward(
-    grad: Any, image: Any, weight: Any, kernel: list[int], stride: list[int], padding: list[int], mask: list[bool]
-) -> tuple[Any, Any, Any]:
-    """The gradients with the same layout: zeros in the rows' extra columns add exactly nothing."""
-    shape = _Windows(image.shape, weight.shape, stride, padding)
-    rows = grad.new_zeros((grad.shape[1], *shape.rows))
-    rows[..., : shape.out[1]] = grad.transpose(0, 1)
-    rows = rows.flatten(1)  # K x NHW'
-    grad_weight = _mm(rows, shape.columns(image).t()).view_as(weight) if mask[1] else None
-    grad_image = shape.col2im(_mm(weight.flatten(1).t(), rows)) if mask[0] else None
-    return grad_image, grad_weight, grad.sum((0, 2, 3)) if mask[2] else None
-
-
-class _Windows:
-    """im2col with long copies. The image is zero-padded to H' x W' (W' a multiple of the column
-    stride, one more row for the last windows' overhang) and flattened: the window of output
-    (h, w) at kernel offset (r, s) starts at r W' + s + (h sh W' + w sw), so for each (c, r, s, n)
-    the columns are one strided run over all (h, w < W'/sw), not one short run per output row as
-    in ATen's im2col, which copies element by element. Outputs w >= W are computed and dropped."""
-
-    def __init__(self, image: tuple[int, ...], weight: tuple[int, ...], stride: list[int], padding: list[int]):
-        self.n, self.c, self.height, self.width = image
-        self.kernel, self.stride, self.padding = weight[2:], stride, padding
-        self.out = [
-            (size + 2 * pad - k) // step + 1
-            for size, pad, k, step in zip(image[2:], padding, weight[2:], stride, strict=True)
-        ]
-        self.padded_width = -(-(self.width + 2 * padding[1]) // stride[1]) * stride[1]
-        self.padded_height = self.height + 2 * padding[0] + 1
-        self.rows = (self.n, self.out[0], self.padded_width // stride[1])  # per kernel offset: N x H x W'/sw
-
-    def _view(self, flat: Any, channel_stride: int, image_stride: int) -> Any:
-        """The windows of ``flat`` (padded images) as C x R x S x N x H x W'/sw, a strided view."""
-        width = self.padded_width
-        sizes = (self.c, *self.kernel, *self.rows)
-        strides = (channel_stride, width, 1, image_stride, self.stride[0] * width, self.stride[1])
-        return flat.as_strided(sizes, strides)
-
-    def columns(self, image: Any) -> Any:
-        import torch.nn.functional as F
-
-        (top, left), area = self.padding, self.padded_height * self.padded_width
-        right, bottom = self.padded_width - self.width - left, self.padded_height - self.height - top
-        padded = F.pad(image, (left, right, top, bottom))
-        return self._view(padded, area, self.c * area).reshape(self.c * self.kernel[0] * self.kernel[1], -1)
-
-    def col2im(self, columns: Any) -> Any:
-        """The image gradient: each kernel offset's columns added at its place, offsets in order."""
-        area = self.padded_height * self.padded_width
-        out = columns.new_zeros((self.c, self.n, self.padded_height, self.padded_width))
-        windows = self._view(out, self.n * area, area)
-        for r in range(self.kernel[0]):
-            for s in range(self.kernel[1]):
-                windows[:, r, s] += columns.view(self.c, *self.kernel, *self.rows)[:, r, s]
-        (top, left) = self.padding
-        return out[:, :, top : top + self.height, left : left + self.width].transpose(0, 1).contiguous()
