@@ -1,5 +1,5 @@
 """The grid's time with all its seeds against a one-seed grid: each chosen recipe's cell stage
-(``python -m stages.cell``) with ``grid.seeds`` 1 and with ``grid.seeds`` N, in turn, on the split
+(``python -m stages cell``) with ``grid.seeds`` 1 and with ``grid.seeds`` N, in turn, on the split
 the split stage made. A recipe's seeds run side by side (``--jobs``, default: the cores over
 params' ``threads``), so N seeds should cost well under N times one.
 
@@ -57,7 +57,7 @@ def grid_seconds(params: dict, seeds: int, args: argparse.Namespace, folder: Pat
     write_raw(params, folder / "params.yaml")
     started = time.perf_counter()
     for recipe in args.recipes.split(","):
-        command = [sys.executable, "-m", "stages.cell", "--params", str(folder / "params.yaml"), "--recipe", recipe]
+        command = [sys.executable, "-m", "stages", "cell", "--params", str(folder / "params.yaml"), "--recipe", recipe]
         command += ["--split", str(args.split), "--out", str(folder / "runs" / recipe)]
         command += ["--checkpoints", str(folder / "checkpoints")] + (["--jobs", str(args.jobs)] if args.jobs else [])
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

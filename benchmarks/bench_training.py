@@ -136,7 +136,7 @@ def report(what: str, tutorial_seconds: list[float], fast: list[float], target: 
 
 
 def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data.Subset) -> None:
-    """Runs ``python -m stages.train`` as a child on this split, and reports the child's peak RSS
+    """Runs ``python -m stages train`` as a child on this split, and reports the child's peak RSS
     beside that of a child that only imports torch (the CUDA wheels' libraries count as resident)."""
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
     import_only = peak_child_rss()
@@ -150,7 +150,7 @@ def report_peak_memory(args: argparse.Namespace, train: data.Subset, valid: data
         raw["train"]["epochs"] = args.epochs
         write_raw(raw, work / "params.yaml")
         outputs = ("--model", "--metrics", "--curves", "--curves-figure", "--summary", "--log", "--checkpoint")
-        command = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml")]
+        command = [sys.executable, "-m", "stages", "train", "--params", str(work / "params.yaml")]
         command += ["--split", str(work / "split")]
         command += [part for index, option in enumerate(outputs) for part in (option, str(work / f"out{index}"))]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)

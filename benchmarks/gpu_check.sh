@@ -28,18 +28,18 @@ write_raw(params, f"{sys.argv[1]}/cnn.yaml")
 params["device"] = "cuda:7"
 write_raw(params, f"{sys.argv[1]}/absent.yaml")
 PY
-MNIST_MIRRORS="file://$mirror" $python -m stages.download --out "$work/raw"
-$python -m stages.split --params "$work/params.yaml" --raw "$work/raw" --out "$work/split" --samples "$work/samples.png"
+MNIST_MIRRORS="file://$mirror" $python -m stages download --out "$work/raw"
+$python -m stages split --params "$work/params.yaml" --raw "$work/raw" --out "$work/split" --samples "$work/samples.png"
 
 train() {  # train NAME PARAMS: the train stage into $work/NAME.*
-  $python -m stages.train --params "$2" --split "$work/split" --model "$work/$1.pt" \
+  $python -m stages train --params "$2" --split "$work/split" --model "$work/$1.pt" \
     --metrics "$work/$1.train.json" --curves "$work/$1.loss.csv" --curves-figure "$work/$1.curves.png" \
     --summary "$work/$1.summary.txt" --log "$work/$1.log.json" --checkpoint "$work/$1.ckpt"
 }
 run() {  # run NAME PARAMS: train (resuming from $work/NAME.ckpt if there is one) and evaluate
   local name=$1 params=$2
   train "$name" "$params" | grep -E "numerics|resuming|Epoch : 1/|kept"
-  $python -m stages.evaluate --params "$params" --split "$work/split" --model "$work/$name.pt" \
+  $python -m stages evaluate --params "$params" --split "$work/split" --model "$work/$name.pt" \
     --metrics "$work/$name.evaluate.json" --per-class "$work/$name.per-class.json" \
     --confusion "$work/$name.confusion.csv" \
     --confusion-figure "$work/$name.confusion.png" --predictions-figure "$work/$name.predictions.png" \

@@ -11,7 +11,7 @@ all seeds pooled are shown beside it.
 
 A side whose configuration is a grid recipe at the base, with the base's code and this machine's
 numerics, reuses its runs from the base's committed ``grid/runs/``: a pull request pays only for its
-own runs. Other sides are trained as the grid trains them (``stages.cell``, the seeds side by side)
+own runs. Other sides are trained as the grid trains them (``python -m stages cell``, the seeds side by side)
 into ``seeded/<side>/``; where this change's code differs from the base's, the base is trained in a
 checkout of the base (``git worktree``), so each side runs its own code.
 """
@@ -287,7 +287,8 @@ def _train(label: str, raw: Mapping[str, Any], seeds: list[int], folder: Path, c
     command = [
         sys.executable,
         "-m",
-        "stages.cell",
+        "stages",
+        "cell",
         "--params",
         str(folder / "params.yaml"),
         "--recipe",
