@@ -278,17 +278,13 @@ def _fingerprint(params: Params) -> str:
 
 def _train(label: str, raw: Mapping[str, Any], seeds: list[int], folder: Path, checkout: str | None) -> None:
     """The single configuration of ``raw`` as a one-recipe grid with these seeds, trained by
-    ``stages.cell`` into ``folder/runs``; its lines go to stderr, so stdout stays the report."""
+    ``python -m stages cell`` into ``folder/runs``; its lines go to stderr, so stdout stays the report."""
     recipe = {key: raw[key] for key in ("arch", "optimizer", "schedule", "train")}
     derived = {**raw, "seed": seeds[0], "grid": {"seeds": len(seeds), "recipes": {label: recipe}}}
     shutil.rmtree(folder, ignore_errors=True)  # the runs of an earlier check
     write_raw(derived, folder / "params.yaml")
     folder, split = folder.resolve(), Path("data/split").resolve()
-    command = [
-        sys.executable,
-        "-m",
-        "stages",
-        "cell",
+    arguments = [
         "--params",
         str(folder / "params.yaml"),
         "--recipe",
@@ -302,7 +298,9 @@ def _train(label: str, raw: Mapping[str, Any], seeds: list[int], folder: Path, c
     ]
     with _checkout(checkout) as root:
         print(f"seeded check: training {label} with seeds {_list(seeds)}", file=sys.stderr, flush=True)
-        code = subprocess.run(command, cwd=root, stdout=2).returncode
+        # A base from before `python -m stages` started its stages as modules (which pinned by restarting).
+        entry = ["stages", "cell"] if (root / "stages" / "__main__.py").exists() else ["stages.cell"]
+        code = subprocess.run([sys.executable, "-m", *entry, *arguments], cwd=root, stdout=2).returncode
     if code != 0:
         raise PipelineError(
             f"training the {label} configuration with seeds {_list(seeds)} failed (exit {code}); its error is above"
