@@ -1,5 +1,5 @@
-"""Write-then-rename, so an interrupted or failed stage never leaves a half-written output, and a
-stage's outputs are replaced together: readers see the last run's set or the new one, never a mix.
+"""Write-then-rename: a failed stage leaves no half-written output, and a stage's outputs are replaced
+together, so readers see the last run's set or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Outputs:
-    """A stage's outputs: each written in full to a temporary file beside its target, then all
-    renamed at once when the ``with`` block ends without an error, with Ctrl-C and termination
-    deferred until the last rename. On an error the temporary files go and the targets stay."""
+    """A stage's outputs, each written to a temporary file beside its target, all renamed when the ``with``
+    block ends without an error (Ctrl-C deferred until the last rename); on an error the targets stay."""
 
     def __init__(self) -> None:
         self.staged: list[tuple[Path, Path]] = []
@@ -46,8 +45,7 @@ class Outputs:
         self.bytes(path, text.encode("utf-8"))
 
     def json(self, path: str | os.PathLike, obj: Any) -> None:
-        """Indented, key-ordered as given, newline-terminated: stable bytes for git and ``dvc metrics
-        diff``; a NaN or infinity is an error, since JSON has none."""
+        """Indented, keys as given, newline-terminated: stable bytes; a NaN or infinity is an error."""
         self.text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
     def csv(self, path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -86,9 +84,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _temporary(target: Path, data: bytes) -> Path:
-    """``data`` in a new hidden file beside ``target``, synced to disk, with the mode a plain
-    ``open()`` would give it (not mkstemp's 0600, which hides it from the group and a web server).
-    Leftovers of an earlier run that was killed before its renames (``.<name>.*.tmp``) go first."""
+    """``data`` in a new hidden file beside ``target``, synced, with the mode ``open()`` would give (not
+    mkstemp's 0600); leftovers of a run killed before its renames go first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for leftover in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
@@ -132,8 +129,7 @@ _UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    """The process's umask, read where Linux shows it: setting it to read it, the only other way,
-    changes it for a moment for every thread."""
+    """The umask, read where Linux shows it: setting it to read it changes it for a moment for every thread."""
     try:
         for line in PROC_STATUS.read_text().splitlines():
             if line.startswith("Umask:"):

@@ -1,7 +1,5 @@
-"""What catalog.yaml's entries may hold, declared beside each field, torch-free: architectures
-(families ``mlp`` and ``cnn``), and the keywords of each optimizer and schedule type, which are
-exactly the torch class's (tests/test_params.py holds them to torch's signatures). torch checks
-what only it can (a schedule against its optimizer) where the model is built (training.py).
+"""What catalog.yaml's entries may hold, torch-free: architectures (families ``mlp`` and ``cnn``), and
+each optimizer and schedule type's keywords, exactly its torch class's (tests/test_params.py checks).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ Side = integer(0, IMAGE_SIZE)
 Fraction = number("a number from 0 to below 1", at.Ge(0), at.Lt(1))
 Rate = number("a number > 0", at.Gt(0))
 NonNegative = number("a number >= 0", at.Ge(0))
+Betas = said(Annotated[list[Fraction], at.Len(2, 2)], "expected a list of 2 numbers from 0 to below 1")
 
 
 @typed
@@ -51,8 +50,7 @@ class ConvBlock:
 
 @typed
 class Head:
-    """After the blocks: Flatten, then per hidden size Linear -> [BatchNorm1d] -> activation ->
-    [Dropout], then Linear -> 10."""
+    """After the blocks: Flatten, per hidden size Linear -> [BatchNorm1d] -> activation -> [Dropout]; Linear -> 10."""
 
     hidden: tuple[Size, ...] = ()
     batch_norm: Flag = False
@@ -71,8 +69,7 @@ class CNN:
         self.feature_maps()
 
     def feature_maps(self) -> list[tuple[int, int]]:
-        """(channels, side) entering each block and leaving the last: the shapes the head sees.
-        Raises ValueError naming the block whose kernel or pooling no longer fits."""
+        """(channels, side) entering each block and leaving the last; a ValueError names a block that does not fit."""
         shapes = [(1, IMAGE_SIZE)]
         for index, block in enumerate(self.blocks):
             side = (shapes[-1][1] + 2 * block.padding - block.kernel) // block.stride + 1
@@ -93,23 +90,20 @@ ARCHITECTURE_FAMILIES: dict[str, type] = {"mlp": MLP, "cnn": CNN}  # each with i
 
 
 def to_dict(architecture: Architecture) -> dict[str, Any]:
-    """Plain data, as catalog.yaml spells it (and as a saved model carries it): the values themselves,
-    so a model file pickles each once."""
+    """Plain data, as catalog.yaml spells it and a saved model carries it: the values themselves, so a
+    model file pickles each once."""
     return {key: _plain(value) for key, value in dataclasses.asdict(architecture).items() if key != "name"}
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    return value
+    return [_plain(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A named optimizer or schedule: ``momentum`` is ``type: sgd`` with ``momentum: 0.9``; its
-    keywords as validated, in the order written."""
+    """A named optimizer or schedule (``momentum``: ``type: sgd``, ``momentum: 0.9``), keywords as written."""
 
     name: str
     type: str
@@ -161,10 +155,7 @@ class RMSprop(Optimizer):
 
 @typed
 class AdamW(Optimizer):
-    betas: said(Annotated[list[Fraction], at.Len(2, 2)], "expected a list of 2 numbers from 0 to below 1") = (
-        0.9,
-        0.999,
-    )
+    betas: Betas = (0.9, 0.999)
     eps: NonNegative = 1e-8
     weight_decay: NonNegative = 0.01
     amsgrad: Flag = False

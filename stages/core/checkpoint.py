@@ -1,8 +1,5 @@
-"""The training state on disk after every epoch, so an interrupted train stage continues where it
-stopped: a Ctrl-C, a killed process or a machine that went down lose at most one epoch.
-
-DVC deletes a stage's outputs before running it, so the checkpoint is no output: it lives under
-``models/checkpoints/`` (ignored by git), and the stage removes it once its outputs are written.
+"""The training state on disk after every epoch, so an interrupted train stage loses at most one epoch.
+No output (DVC deletes those before a run): under ``models/checkpoints/``, removed once outputs are written.
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ EPOCH_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
 
 
 class FileCheckpoints(Checkpoints):
-    """A checkpoint file that belongs to one run: ``key`` names everything the run's bits depend on
-    (its code, params, data, the numerics fingerprint). A file with another key, or one that cannot
-    be read, is never resumed: it is set aside with one line saying so."""
+    """A checkpoint file of one run, whose ``key`` names all its bits depend on; a file with another
+    key, or unreadable, is set aside with one line saying so."""
 
     def __init__(self, path: Path, key: str, say: Callable[[str], None] = print):
         self.path, self.key, self.say = path, key, say
@@ -70,8 +66,7 @@ class FileCheckpoints(Checkpoints):
 
 
 def _history_ok(state: dict[str, Any]) -> bool:
-    """The epochs 1, 2, ... in order, each with its finite losses and an accuracy in [0, 1]: what a
-    resumed run reports and keeps as if it had trained them."""
+    """Epochs 1, 2, ... in order, with finite losses and an accuracy in [0, 1]: what a resumed run reports."""
     history, best = state.get("history"), state.get("best")
     if not isinstance(history, list) or not isinstance(best, dict) or best.get("epoch") not in range(len(history) + 1):
         return False
@@ -85,16 +80,14 @@ def _history_ok(state: dict[str, Any]) -> bool:
 
 
 def code_files() -> list[Path]:
-    """This process's code: every file of the ``stages`` package it has imported (the modules a
-    stage's ``deps`` in dvc.yaml name), sorted."""
+    """Every file of the ``stages`` package this process has imported (what a stage's deps name), sorted."""
     package = Path(stages.__file__).parent
     files = {Path(module.__file__) for module in list(sys.modules.values()) if getattr(module, "__file__", None)}
     return sorted(path for path in files if path.is_relative_to(package))
 
 
 def checkpoint_key(params_digest: str, fingerprint: str, data_files: Iterable[Path]) -> str:
-    """The code that runs (its files' bytes), the params, the numerics and the data: a checkpoint
-    is resumed only by the very run that made it."""
+    """The code's bytes, the params, the numerics and the data: only the very run that made it resumes."""
     digest = hashlib.sha256(f"{params_digest} {fingerprint}".encode())
     for path in (*code_files(), *data_files):
         digest.update(path.read_bytes())

@@ -16,8 +16,7 @@ from stages.core.models import IMAGE_SIZE
 
 @dataclass(frozen=True)
 class Subset:
-    """Images as uint8 ``[N, 28, 28]``, labels as int64 ``[N]``, and where each came from in its
-    source file, so a validation image can always be traced back."""
+    """Images as uint8 ``[N, 28, 28]``, labels as int64 ``[N]``, and each one's index in its source file."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -50,8 +49,7 @@ def _raw_bytes(path: Path) -> bytes:
 
 
 def split_train_valid(full: Subset, train_size: int, valid_size: int, seed: int) -> tuple[Subset, Subset]:
-    """A seeded permutation of the official training set: the first ``valid_size`` images validate,
-    the next ``train_size`` train. The official test set is never an argument here."""
+    """A seeded permutation of the official training set: the first ``valid_size`` validate, the next train."""
     if train_size + valid_size > len(full):
         raise PipelineError(
             f"split.train_size + split.valid_size = {train_size} + {valid_size} = {train_size + valid_size} "
@@ -71,8 +69,7 @@ def subset_bytes(subset: Subset) -> bytes:
 
 
 def load_subset(path: Path) -> Subset:
-    """A subset as the split stage wrote it (``subset_bytes``); a file that is not one, or that holds images and labels
-    no model can use, is a ``PipelineError`` that names it."""
+    """A subset as ``subset_bytes`` wrote it; anything else is a ``PipelineError`` that names the file."""
     try:
         saved = torch.load(path, weights_only=True)
     except FileNotFoundError:
@@ -106,16 +103,13 @@ def _subset_problem(saved: object) -> str | None:
 
 
 def as_rows(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The images as stored (uint8), one 784-row each, on ``device``: what training shuffles, a
-    quarter of the bytes of features."""
+    """The images as stored (uint8), one 784-row each, on ``device``: a quarter of the bytes of features."""
     return images.to(device).reshape(len(images), -1)
 
 
 def scale(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 -> float32 in [0, 1], bitwise as torchvision's ``ToTensor`` scales on the CPU (x / 255);
-    into ``out`` if given. Cast, then divided in place: a division straight from uint8 would cast
-    into a temporary first. The divisor is a tensor on the rows' device, not a number: CUDA divides
-    by a number as a product with its reciprocal, one bit off for 126 of the 256 pixel values."""
+    """uint8 -> float32 in [0, 1], bitwise as ``ToTensor`` (x / 255), cast and divided in place. The divisor
+    is a tensor: CUDA divides by a number as a product with its reciprocal, one bit off for 126 values."""
     features = torch.empty_like(rows, dtype=torch.float32) if out is None else out
     return features.copy_(rows).div_(_max_pixel_value(rows.device))
 
@@ -126,9 +120,8 @@ def _max_pixel_value(device: torch.device) -> torch.Tensor:
 
 
 def shifted(rows: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each row's image moved by a seeded whole number of pixels, up to ``max_shift`` each way, the
-    uncovered border black: the augmentation that keeps a digit a digit. The offsets are drawn on
-    the CPU, so a seed gives the same shifts on every device."""
+    """Each row's image moved by seeded whole pixels, up to ``max_shift`` each way, the border black; the
+    offsets drawn on the CPU, so a seed gives the same shifts on every device."""
     images = rows.reshape(len(rows), IMAGE_SIZE, IMAGE_SIZE)
     padded = torch.nn.functional.pad(images, (max_shift,) * 4)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, len(rows)), generator=generator)

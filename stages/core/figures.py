@@ -1,7 +1,5 @@
-"""The pipeline's figures, as pure functions: tensors in, a matplotlib ``Figure`` out, PNG bytes last.
-
-Figures are built without pyplot, so no global state and no display is involved (headless by
-construction), and ``png_bytes`` fixes the size, dpi and metadata, so a rerun gives the same bytes.
+"""The pipeline's figures, as pure functions: tensors in, a matplotlib ``Figure`` out (no pyplot, so no
+global state and no display), PNG bytes last, the same on a rerun.
 """
 
 from __future__ import annotations
@@ -26,17 +24,15 @@ WRONG, RIGHT = "tab:red", "black"
 
 
 def png_bytes(figure: Figure) -> bytes:
-    """Every figure's bytes, the stages' and the tools' alike. No ``Software`` entry (it names the
-    matplotlib version), and no ``bbox_inches="tight"`` (it would make the pixel size depend on the
-    text), so the bytes depend on the data alone."""
+    """Every figure's bytes, stages' and tools' alike, of the data alone: no ``Software`` entry (it names
+    matplotlib's version), no ``bbox_inches="tight"`` (the pixel size would depend on the text)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     return buffer.getvalue()
 
 
 def write_png(path: str | os.PathLike, figure: Figure) -> None:
-    """A tool's figure, replaced in one rename. The stages hand ``png_bytes`` to their
-    ``atomic.Outputs`` instead, so a figure is replaced together with the results it shows."""
+    """A tool's figure, replaced in one rename (a stage's goes to its ``atomic.Outputs`` with its results)."""
     atomic.write_bytes(path, png_bytes(figure))
 
 
@@ -49,8 +45,7 @@ def samples_figure(images: torch.Tensor, labels: torch.Tensor) -> Figure:
 
 
 def curves_figure(history: Sequence[EpochResult], kept_epoch: int | None = None) -> Figure:
-    """Losses on one axis, validation accuracy on another: they have different scales. A dotted
-    line marks the epoch the model keeps when it is not the last."""
+    """Losses, and validation accuracy on axes of their own; a dotted line marks a kept epoch not the last."""
     figure = Figure(figsize=(10, 4), layout="constrained")
     loss, accuracy = figure.subplots(1, 2)
     epochs = [result.epoch for result in history]
@@ -69,8 +64,7 @@ def curves_figure(history: Sequence[EpochResult], kept_epoch: int | None = None)
 
 
 def confusion_figure(counts: torch.Tensor) -> Figure:
-    """``counts`` from ``confusion_matrix``, as a heatmap with the count written in every cell,
-    since colour alone hides the few mistakes beside the large diagonal."""
+    """``confusion_matrix``'s counts as a heatmap, each written in its cell: colour alone hides the few mistakes."""
     figure = Figure(figsize=(7, 6), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(counts.numpy(), cmap="Blues")
@@ -90,29 +84,18 @@ def confusion_figure(counts: torch.Tensor) -> Figure:
 def predictions_figure(
     images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, confidences: torch.Tensor
 ) -> Figure:
-    """The first test images with predicted and true label (mistakes in red), then the mistakes the
-    model was surest of: where it is confidently wrong is what most deserves a look."""
+    """The first test images with predicted and true label (mistakes in red), then the surest mistakes."""
     figure = Figure(figsize=(10, 7), layout="constrained")
     first, worst = figure.subfigures(2, 1, height_ratios=(3, 1.25))
     first.suptitle(f"First {SHOWN_PREDICTIONS} test images: predicted (true); red = misclassified")
     shown = range(min(SHOWN_PREDICTIONS, len(labels)))
-    _image_grid(
-        first,
-        images[: len(shown)],
-        [f"{predictions[i].item()} ({labels[i].item()})" for i in shown],
-        [WRONG if predictions[i] != labels[i] else RIGHT for i in shown],
-        GRID_COLUMNS,
-    )
+    titles = [f"{predictions[i].item()} ({labels[i].item()})" for i in shown]
+    _image_grid(first, images[: len(shown)], titles, [WRONG if predictions[i] != labels[i] else RIGHT for i in shown])
     mistakes = most_confident_mistakes(labels, predictions, confidences)
     worst.suptitle("Most confident mistakes: predicted (true), confidence" if mistakes else "No mistakes")
     if mistakes:
-        _image_grid(
-            worst,
-            images[mistakes],
-            [f"{predictions[i].item()} ({labels[i].item()}) {confidences[i].item():.0%}" for i in mistakes],
-            [WRONG] * len(mistakes),
-            GRID_COLUMNS,
-        )
+        titles = [f"{predictions[i].item()} ({labels[i].item()}) {confidences[i].item():.0%}" for i in mistakes]
+        _image_grid(worst, images[mistakes], titles, [WRONG] * len(mistakes))
     return figure
 
 
@@ -125,7 +108,7 @@ def most_confident_mistakes(
 
 
 def _image_grid(
-    figure: Figure, images: torch.Tensor, titles: Sequence[str], colours: Sequence[str], columns: int
+    figure: Figure, images: torch.Tensor, titles: Sequence[str], colours: Sequence[str], columns: int = GRID_COLUMNS
 ) -> None:
     """Images as MNIST shows them (white ink on black), one title each, in rows of ``columns``."""
     rows = -(-len(images) // columns)

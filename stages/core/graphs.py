@@ -1,15 +1,6 @@
-"""The training step captured as one CUDA graph and replayed for every full batch.
-
-On a GPU a step of these small models is launch-bound: some forty kernels, each launched from Python
-and each done sooner than it was launched. Replaying a graph launches the whole step (forward, loss,
-backward, optimizer) at once. This is PyTorch's whole-network capture plus what it leaves to the
-caller: the warm-up steps that capture needs are undone, so a run trains from the state it had, and
-draws the random numbers it would have drawn, as if they had never been taken.
-
-A step is captured when nothing in it changes from one step to the next but the data: a constant
-learning rate (schedule ``none``) and an optimizer whose state stays on the GPU (SGD, and Adam,
-AdamW and RMSprop with ``capturable``, which ``optimizer_spec`` sets on CUDA). Other CUDA runs, and
-every CPU run, take the eager step.
+"""The training step captured as one CUDA graph and replayed for every full batch (docs/performance.md):
+a small model's step is launch-bound. PyTorch's whole-network capture, with the warm-up steps that
+capture needs undone, so a run trains from the state and draws the random numbers it would have.
 """
 
 from __future__ import annotations
@@ -29,8 +20,8 @@ Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], 
 
 
 def optimizer_spec(spec: OptimizerSpec, device: torch.device, constant_rate: bool) -> OptimizerSpec:
-    """Where a step will be replayed, an optimizer that can keep its step count on the GPU does
-    (without, Adam's bias correction would be computed once on the host and replayed unchanged)."""
+    """Where a step will be replayed, an optimizer keeps its step count on the GPU if it can (else Adam's
+    bias correction would be computed once on the host and replayed unchanged)."""
     can_keep = "capturable" in OPTIMIZER_KEYWORDS[spec.type].__pydantic_fields__  # the torch class's own keyword
     if device.type != "cuda" or not constant_rate or not can_keep or "capturable" in spec.hyperparameters:
         return spec
@@ -85,9 +76,8 @@ def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> Snapshot:
 
 
 def restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: Snapshot) -> None:
-    """Everything back as ``snapshot`` found it, in place (a captured graph holds these very tensors).
-    Optimizer state created since then is zeroed: how torch's optimizers here start their moments,
-    momentum buffers and step counts."""
+    """Everything back as ``snapshot`` found it, in place (a graph holds these very tensors); optimizer
+    state created since is zeroed, as torch's optimizers here start it."""
     weights, state = saved
     with torch.no_grad():
         for name, tensor in model.state_dict().items():

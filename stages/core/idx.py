@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import torch
@@ -22,7 +23,7 @@ def decode_idx(data: bytes, name: str = "IDX data") -> torch.Tensor:
     if len(data) < header:
         raise PipelineError(f"{name}: truncated header")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + _product(shape)
+    expected = header + math.prod(shape)
     if len(data) != expected:
         raise PipelineError(f"{name}: {len(data)} bytes, but its header {list(shape)} needs {expected}")
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
@@ -33,10 +34,3 @@ def encode_idx(array: torch.Tensor) -> bytes:
     array = array.to(torch.uint8).contiguous()
     header = struct.pack(">HBB", 0, UNSIGNED_BYTE, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
     return header + array.numpy().tobytes()
-
-
-def _product(shape: tuple[int, ...]) -> int:
-    total = 1
-    for size in shape:
-        total *= size
-    return total

@@ -41,8 +41,7 @@ class Source:
     """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
 
     mirrors: tuple[str, ...]
-    sha256: Mapping[str, str]
-    """Keyed by file name, e.g. ``train-images-idx3-ubyte``."""
+    sha256: Mapping[str, str]  # keyed by file name, e.g. train-images-idx3-ubyte
 
 
 Sha256 = said(
@@ -51,9 +50,7 @@ Sha256 = said(
 
 
 @typed
-class Checksums:
-    """One for each of ``MNIST_FILES``."""
-
+class Checksums:  # one for each of MNIST_FILES
     train_images: Sha256
     train_labels: Sha256
     test_images: Sha256
@@ -77,8 +74,7 @@ class NotMnist(Exception):
 
 
 def mirrors_to_try(defaults: Sequence[str], environ: Mapping[str, str] = os.environ) -> list[str]:
-    """``MNIST_MIRRORS`` (comma-separated base URLs) first, then data/mnist.yaml's; each with a
-    trailing slash so a file name can be appended."""
+    """``MNIST_MIRRORS`` (comma-separated base URLs) first, then data/mnist.yaml's; each ending in a slash."""
     from_env = [url.strip() for url in environ.get(MIRRORS_ENV, "").split(",") if url.strip()]
     for url in from_env:
         if not url.startswith(("http://", "https://", "file://")):
@@ -93,8 +89,8 @@ def sha256(data: bytes) -> str:
 
 
 def fetch_verified(name: str, expected_sha256: str, mirrors: Sequence[str]) -> bytes:
-    """The decompressed content of ``<mirror><name>.gz`` from the first mirror whose content has the
-    expected SHA-256. The gzip wrapper differs between mirrors; the content must not."""
+    """The decompressed ``<mirror><name>.gz`` of the first mirror whose content (not its gzip wrapper,
+    which differs between mirrors) has the expected SHA-256."""
     failures = []
     for mirror in mirrors:
         url = f"{mirror}{name}.gz"
@@ -117,9 +113,8 @@ def fetch_verified(name: str, expected_sha256: str, mirrors: Sequence[str]) -> b
 
 
 def gunzip_bounded(stream: BinaryIO, size: int) -> bytes:
-    """The content of a gzip ``stream`` of at most ``size`` bytes, decompressed chunk by chunk, so a
-    larger one is given up on after ``size`` bytes, and a stream after twice that (more than any
-    gzip wrapper of ``size`` bytes needs, even storing them uncompressed)."""
+    """The content of a gzip ``stream``, given up on past ``size`` bytes, or past twice that read (more than
+    any gzip wrapper of ``size`` bytes needs, even stored uncompressed)."""
     content = bytearray()
     decompressor = zlib.decompressobj(wbits=GZIP_WBITS)
     compressed = 0
@@ -146,8 +141,8 @@ def download_all(
     out_dir: Path,
     before_writing: Callable[[], None] = lambda: None,
 ) -> None:
-    """Fetch and verify every file that ``out_dir`` lacks or holds with other content, then replace
-    them together (``before_writing`` may still refuse): when any fails, ``out_dir`` stays as it was."""
+    """Fetch and verify every file that ``out_dir`` lacks or holds otherwise, then replace them together
+    (``before_writing`` may still refuse): when any fails, ``out_dir`` stays as it was."""
     fetched = {}
     for name, expected in checksums.items():
         target = out_dir / name

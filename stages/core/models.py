@@ -24,17 +24,13 @@ from stages.core.params import CATALOG
 INPUT_FEATURES = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 MODEL_FORMAT = "mnist-dvc-model/1"
-MAX_MODEL_BYTES = 64 * 2**20
-"""The most of a model file read, far above any model of this project's architectures (docs/predict.md):
-a path to a device (/dev/zero) or to some huge file is refused after so many bytes, not read until
-memory runs out."""
+MAX_MODEL_BYTES = 64 * 2**20  # far above any model here: /dev/zero or a huge file is refused, not read to the end
 MAX_PARAMETERS = 10**8  # 400 MB of weights: far above any MNIST model, far below a machine's memory
 
 
 def build_model(architecture: Architecture) -> nn.Sequential:
-    """Layers are created input to output, as the tutorial's ``MNIST_DNN`` does, so one seed gives the
-    tutorial's initial weights. Inputs are rows of 784 pixels (``data.as_rows``): an MLP takes them
-    as they are, a CNN views them as 1x28x28 images first."""
+    """Layers created input to output, as the tutorial's ``MNIST_DNN``, so one seed gives its initial
+    weights. Inputs are rows of 784 pixels; a CNN views them as 1x28x28 images first."""
     with torch.device("meta"):  # counted without allocating: a typo of hidden: [1000000000] is 3 TB
         count = count_parameters(FAMILIES[architecture.family](architecture))
     if count > MAX_PARAMETERS:
@@ -87,8 +83,7 @@ def count_parameters(model: nn.Module) -> int:
 
 @dataclass(frozen=True)
 class LayerSummary:
-    name: str
-    """Class name and 1-based position, as torchsummary names layers: ``Linear-2``."""
+    name: str  # class name and 1-based position, as torchsummary names layers: ``Linear-2``
     output_shape: tuple[int, ...]
     num_params: int
 
@@ -113,25 +108,13 @@ def summarize(model: nn.Sequential) -> list[LayerSummary]:
 def summary_table(model: nn.Sequential) -> str:
     """torchsummary's table (batch dimension shown as -1), so the tutorial's output can be compared."""
     rule, double = "-" * 64, "=" * 64
-    header = f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}"
-    body = [
-        f"{layer.name:>20}  {str([-1, *layer.output_shape]):>25} {layer.num_params:>15,}" for layer in summarize(model)
-    ]
+    body = [f"{row.name:>20}  {str([-1, *row.output_shape]):>25} {row.num_params:>15,}" for row in summarize(model)]
     total = count_parameters(model)
     trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    counts = {"Total": total, "Trainable": trainable, "Non-trainable": total - trainable}
+    header = f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}"
     return "\n".join(
-        [
-            rule,
-            header,
-            double,
-            *body,
-            double,
-            f"Total params: {total:,}",
-            f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {total - trainable:,}",
-            rule,
-            "",
-        ]
+        [rule, header, double, *body, double, *(f"{k} params: {n:,}" for k, n in counts.items()), rule, ""]
     )
 
 
@@ -144,25 +127,17 @@ class TrainedModel:
     architecture: Architecture
     run: Mapping[str, Any]
     params_digest: str
-    sha256: str
-    """Of the file's bytes: what evaluate records as the model it tested."""
+    sha256: str  # of the file's bytes: what evaluate records as the model it tested
 
 
 def model_bytes(model: nn.Module, architecture: Architecture, run: Mapping[str, Any], params_digest: str) -> bytes:
-    """The file ``train`` writes: plain data and tensors only, so it loads with ``weights_only=True``;
-    saved into memory, so the bytes do not depend on the file's name; with the weights on the CPU, so
-    they do not depend on the device either, and the file loads where there is no GPU."""
+    """The file ``train`` writes: plain data and tensors (it loads with ``weights_only=True``), saved into
+    memory and with the weights on the CPU, so the bytes depend on neither the file's name nor the device."""
     weights = model.state_dict()  # kept as it is: its _metadata (module versions) is saved too
     weights.update({name: tensor.cpu() for name, tensor in weights.items()})
-    buffer = io.BytesIO()
-    payload = {
-        "format": MODEL_FORMAT,
-        "architecture": {"name": architecture.name, **to_dict(architecture)},
-        "run": dict(run),
-        "params_digest": params_digest,
-        "state_dict": weights,
-    }
-    torch.save(payload, buffer)
+    buffer, spec = io.BytesIO(), {"name": architecture.name, **to_dict(architecture)}
+    payload = {"format": MODEL_FORMAT, "architecture": spec, "run": dict(run), "params_digest": params_digest}
+    torch.save({**payload, "state_dict": weights}, buffer)
     return buffer.getvalue()
 
 
@@ -223,9 +198,7 @@ def load_trained(path: Path, device: torch.device, expected: Architecture | None
 def _difference(saved: Architecture, expected: Architecture) -> str:
     old, new = to_dict(saved), to_dict(expected)
     keys = [key for key in old | new if old.get(key) != new.get(key)]
-    return (
-        "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in catalog.yaml" for key in keys) or "same layers"
-    )
+    return "; ".join(f"{key}: {old.get(key)} in the file, {new.get(key)} in {CATALOG}" for key in keys) or "same layers"
 
 
 def sha256(data: bytes) -> str:

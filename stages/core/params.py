@@ -1,11 +1,7 @@
-"""params.yaml and catalog.yaml, validated once into typed objects; every stage reads its params
-through here. params.yaml is the single configuration (what `dvc exp run -S` changes); catalog.yaml
-holds the named entries it chooses from and the grid (kept apart: DVC shows every key of params.yaml
-in each row of `dvc exp show`, but of another file only the keys a stage tracks). MNIST's files and
-mirrors are data/mnist.yaml's (stages/core/mirrors.py).
-
-Read as DVC reads them (``schema.read_yaml``): a run trains with the values `dvc params diff` shows.
-A bad value or unknown key is a ``PipelineError`` of one line, before any stage writes. Torch-free.
+"""params.yaml (the single configuration, what `dvc exp run -S` changes) and catalog.yaml (the named
+entries it chooses from, and the grid; apart because `dvc exp show` shows every key of params.yaml),
+read as DVC reads them and validated once into typed objects, torch-free: a bad value or unknown key
+is a ``PipelineError`` of one line, before any stage writes.
 """
 
 from __future__ import annotations
@@ -46,12 +42,9 @@ class SplitParams:
 class TrainParams:
     epochs: integer(1, 100_000)
     batch_size: Size
-    keep: choice("last", "best")
-    """``last``, or ``best``: the epoch with the best validation accuracy (the earliest on a tie)."""
-    patience: integer(0, 100_000)
-    """Stop after this many epochs without a better validation accuracy; 0 never stops early."""
-    shift: integer(0, 8)
-    """Shift each training image by up to this many pixels, seeded, every epoch; 0 leaves them."""
+    keep: choice("last", "best")  # best: the epoch of the best validation accuracy, the earliest on a tie
+    patience: integer(0, 100_000)  # epochs without a better validation accuracy before stopping; 0 never stops
+    shift: integer(0, 8)  # pixels each training image moves, seeded, every epoch; 0 leaves them
 
 
 @typed
@@ -64,14 +57,12 @@ class GridRecipe:
     arch: Text
     optimizer: Text
     schedule: Text
-    train: dict[str, Any] = Field(default_factory=dict)
-    """Keys of ``train`` that this recipe sets differently (validated with the rest, in ``parse_params``)."""
+    train: dict[str, Any] = Field(default_factory=dict)  # keys of train set otherwise (checked in parse_params)
 
 
 @typed
 class GridParams:
-    seeds: integer(1, 100)
-    """Each recipe is trained with seeds ``seed``, ``seed + 1``, ... ``seed + seeds - 1``."""
+    seeds: integer(1, 100)  # each recipe trained with seeds seed, seed + 1, ... seed + seeds - 1
     recipes: Annotated[dict[str, GridRecipe], Field(min_length=1)]
 
 
@@ -92,19 +83,9 @@ class Recipe:
     numerics: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "architecture": to_dict(self.architecture),
-            "optimizer": {"name": self.optimizer.name, "type": self.optimizer.type, **self.optimizer.hyperparameters},
-            "schedule": {"name": self.schedule.name, "type": self.schedule.type, **self.schedule.hyperparameters},
-            "train": asdict(self.train),
-            "seed": self.seed,
-            "split": asdict(self.split),
-            "evaluate": asdict(self.evaluate),
-            "device": self.device,
-            "threads": self.threads,
-            "numerics": self.numerics,
-        }
+        specs = {"optimizer": self.optimizer, "schedule": self.schedule}
+        specs = {key: {"name": spec.name, "type": spec.type, **spec.hyperparameters} for key, spec in specs.items()}
+        return asdict(self) | {"architecture": to_dict(self.architecture), **specs}  # each key stays where it was
 
     @property
     def digest(self) -> str:
@@ -136,25 +117,14 @@ class Params:
 
     def recipe(self, name: str | None = None, seed: int | None = None) -> Recipe:
         """The single configuration (``name`` None), or grid recipe ``name``; with another ``seed``."""
-        arch, optimizer, schedule, train = self.arch, self.optimizer, self.schedule, self.train
-        if name is not None:
-            if name not in self.grid.recipes:
-                raise PipelineError(f"no grid recipe {name!r}; recipes: {', '.join(self.grid.recipes)}")
-            chosen = self.grid.recipes[name]
-            arch, optimizer, schedule = chosen.arch, chosen.optimizer, chosen.schedule
-            train = replace(train, **chosen.train)
+        if name is not None and name not in self.grid.recipes:
+            raise PipelineError(f"no grid recipe {name!r}; recipes: {', '.join(self.grid.recipes)}")
+        chosen = self if name is None else self.grid.recipes[name]
+        entries = self.architectures[chosen.arch], self.optimizers[chosen.optimizer], self.schedules[chosen.schedule]
+        train = self.train if name is None else replace(self.train, **chosen.train)
+        seed = self.seed if seed is None else seed
         return Recipe(
-            arch=arch,
-            architecture=self.architectures[arch],
-            optimizer=self.optimizers[optimizer],
-            schedule=self.schedules[schedule],
-            train=train,
-            seed=self.seed if seed is None else seed,
-            split=self.split,
-            evaluate=self.evaluate,
-            device=self.device,
-            threads=self.threads,
-            numerics=self.numerics,
+            chosen.arch, *entries, train, seed, self.split, self.evaluate, self.device, self.threads, self.numerics
         )
 
     @property
@@ -185,24 +155,21 @@ def merge(params: Any, catalog: Any, source: str = "params.yaml", catalog_source
 
 
 def load_raw(path: str | Path = "params.yaml") -> dict:
-    """``path`` and the catalog.yaml beside it as one mapping, not yet validated: for tools and
-    tests that derive params of their own and ``write_raw`` them."""
+    """``path`` and the catalog.yaml beside it as one mapping, not yet validated (for ``write_raw``)."""
     path = Path(path)
     return merge(read_yaml(path), read_yaml(path.with_name(CATALOG)), str(path), str(path.with_name(CATALOG)))
 
 
 def write_raw(raw: Mapping[str, Any], path: str | Path = "params.yaml") -> None:
-    """The keys of ``raw`` into ``path`` and the catalog.yaml beside it, each in the file it belongs
-    in, as DVC writes them (so DVC reads back the same values)."""
+    """The keys of ``raw`` into ``path`` and the catalog.yaml beside it, each where it belongs, as DVC writes them."""
     path = Path(path)
     for target, keys in ((path, PARAMS_KEYS), (path.with_name(CATALOG), CATALOG_KEYS)):
         write_yaml(target, {key: value for key, value in raw.items() if key in keys})
 
 
 def check_unchanged(params: Params) -> None:
-    """Call last before a stage writes: DVC records params.yaml as it is when the stage ends, so a
-    change while it ran (another ``dvc exp run`` in this workspace, an edit) would be recorded
-    beside outputs that the old params made."""
+    """Call last before a stage writes: DVC records params.yaml as it is when the stage ends, so a change
+    while it ran would be recorded beside outputs that the old params made."""
     if load_params(params.source) != params:
         raise PipelineError(
             f"{params.source} or {CATALOG} changed while this stage ran (another `dvc exp run` in this workspace, "
@@ -217,13 +184,10 @@ def parse_params(raw: Mapping[str, Any], source: str = "params.yaml", catalog_so
     grid = f"{catalog_source}: grid"
     if params.seed + params.grid.seeds - 1 > MAX_SEED:
         raise PipelineError(invalid(f"{grid}.seeds", params.grid.seeds, f"seed + seeds - 1 must be at most {MAX_SEED}"))
+    named = {"arch": params.architectures, "optimizer": params.optimizers, "schedule": params.schedules}
     recipes = {f"{grid}.recipes.{name}.": recipe for name, recipe in params.grid.recipes.items()}
     for where, chosen in {f"{source}: ": params, **recipes}.items():
-        for key, entries in (
-            ("arch", params.architectures),
-            ("optimizer", params.optimizers),
-            ("schedule", params.schedules),
-        ):
+        for key, entries in named.items():
             if getattr(chosen, key) not in entries:
                 allowed = f"choose one of: {', '.join(sorted(entries))}"
                 raise PipelineError(invalid(where + key, getattr(chosen, key), allowed))

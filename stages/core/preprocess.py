@@ -1,8 +1,5 @@
-"""A photo or scan of a digit brought to MNIST's form, the way MNIST itself was made.
-
-MNIST digits are white ink on black, the ink's bounding box fitted into 20x20 with its aspect
-ratio kept (antialiased), placed in a 28x28 field with the centre of mass at the field's centre.
-A model trained on MNIST only understands digits in that form.
+"""A photo or scan of a digit brought to MNIST's form, the way MNIST itself was made (docs/predict.md):
+a model trained on MNIST only understands digits in that form.
 """
 
 from __future__ import annotations
@@ -22,37 +19,22 @@ from stages.core.errors import PipelineError
 from stages.core.models import IMAGE_SIZE
 
 FIT = 20
-INK_THRESHOLD = 0.25
-"""Fraction of the way from background to the darkest ink above which a pixel counts as ink for
-the bounding box, so paper texture and scanner noise do not widen it."""
-CENTRE = (IMAGE_SIZE - 1) / 2
-"""The field's centre in pixel-index coordinates (14, 14 measured from the field's corner)."""
-MAX_PIXELS = 89_478_485
-"""The most pixels an image may have unless the caller says otherwise: Pillow's own default (a
-quarter GiB as RGB), since a small compressed file can decode into gigabytes."""
-WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-"""Pillow's grayscale modes of more than 8 bits a pixel (16-bit scans among them)."""
-WORKING_SIDE = 1024
-"""A larger image is reduced to this side before anything else (by its JPEG decoder, or by averaging
-blocks of pixels): the digit ends up 20 pixels tall, so one a twentieth of the side still keeps 50,
-and what follows the decoding takes megabytes, not several times the decoded image."""
-MIN_SIDE = 3
-"""Pixels a reduction leaves on each side at least: a stroke between two pixels of paper, the border
-where the background is read (an image 3 pixels wide and 5,000 tall is reduced along its height only)."""
+INK_THRESHOLD = 0.25  # of the way from background to darkest ink: paper texture and noise do not widen the box
+CENTRE = (IMAGE_SIZE - 1) / 2  # the field's centre in pixel-index coordinates
+MAX_PIXELS = 89_478_485  # Pillow's own default: a small compressed file can decode into gigabytes
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # grayscale of more than 8 bits a pixel
+WORKING_SIDE = 1024  # a larger image is reduced to this first: the digit ends up 20 pixels tall anyway
+MIN_SIDE = 3  # pixels a reduction leaves a side: a stroke between two pixels of paper, where the border is read
+# Modes that Pillow cannot reduce (or would average palette indices of), and the mode to reduce instead.
 REDUCIBLE = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
-"""Modes that Pillow cannot reduce (or would average palette indices of), and the mode to reduce instead."""
+# Raster formats Pillow decodes itself (a JPEG's MPO variant included); never EPS, which it hands to Ghostscript.
 FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
-"""What Pillow may identify a file as (a JPEG's MPO variant included): raster formats it decodes itself.
-Never EPS, which Pillow hands to Ghostscript, an interpreter of what the file says, nor any other."""
 ACCEPTED = "PNG, JPEG, GIF, WebP, BMP or TIFF"
 SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
                  stat.S_IFSOCK: "a socket"}  # fmt: skip
 
-# Pillow's own limit is one global that refuses only at twice its value; load_digit checks each
-# image against the limit its caller passes instead, above Pillow's or below.
-Image.MAX_IMAGE_PIXELS = None
-# Pillow warns of damage it reads past (a corrupt EXIF, a skipped tag): the image is then either read
-# or refused in one line, which a warning printed before it would no longer be.
+Image.MAX_IMAGE_PIXELS = None  # a global that refuses only at twice its value: load_digit checks its caller's limit
+# Pillow warns of damage it reads past: the image is then read or refused in one line, which a warning would break.
 warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
@@ -65,10 +47,9 @@ class ImageTooLarge(PipelineError):
 
 
 def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | None = None) -> torch.Tensor:
-    """An image file, or its bytes as a web form uploads them, as a uint8 ``[28, 28]`` MNIST digit.
-    A bad image is a ``PipelineError`` that starts with ``name`` (by default the path, or "the upload")."""
-    if name is None:
-        name = "the upload" if isinstance(source, bytes) else str(source)
+    """An image file, or its uploaded bytes, as a uint8 ``[28, 28]`` MNIST digit; a bad image is a
+    ``PipelineError`` starting with ``name`` (by default the path, or "the upload")."""
+    name = name or ("the upload" if isinstance(source, bytes) else str(source))
     try:
         with opened(source, name) as file, Image.open(file, formats=FORMATS) as image:
             decoded, pixel = reduced(checked(image, name, max_pixels))
@@ -84,8 +65,7 @@ def load_digit(source: Path | bytes, max_pixels: int = MAX_PIXELS, name: str | N
 
 
 def opened(source: Path | bytes, name: str) -> BinaryIO:
-    """``source`` to read, bytes in memory or a regular file: a FIFO, a terminal or a device is refused
-    before it is opened, as reading one may wait forever."""
+    """``source`` to read: bytes, or a regular file (reading a FIFO, terminal or device may wait forever)."""
     if isinstance(source, bytes):
         return io.BytesIO(source)
     try:
@@ -110,8 +90,7 @@ def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
         raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height:,} pixels, more than the limit of {max_pixels:,}"
         )
-    # Frames of an animation or pages of a scan are different pictures (the first frame of a drawing
-    # being animated is half a digit), so none is picked silently; an MPO's later frames are previews.
+    # Frames or pages are different pictures (an animated drawing's first is half a digit); an MPO's are previews.
     frames = getattr(image, "n_frames", 1)
     if frames > 1 and image.format != "MPO":
         raise PipelineError(
@@ -121,9 +100,8 @@ def checked(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
 
 
 def reduced(image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
-    """``image`` decoded, at most ``WORKING_SIDE`` pixels on its longer side, and the height and width
-    (in pixels of the image) that one of its pixels stands for: the same, unless a side that thin would
-    keep fewer than ``MIN_SIDE`` pixels: that side is reduced less."""
+    """``image`` decoded, at most ``WORKING_SIDE`` pixels a side (a thin side keeps ``MIN_SIDE``), and
+    the height and width that one of its pixels stands for."""
     image.draft(None, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at 1/2, 1/4 or 1/8 scale (others: no-op)
     factor = -(-max(image.size) // WORKING_SIDE)
     # The largest factor at most ``factor`` that leaves ceil(side / factor) >= MIN_SIDE pixels.
@@ -135,9 +113,8 @@ def reduced(image: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
 
 
 def grayscale(image: Image.Image, name: str) -> np.ndarray:
-    """``image`` as uint8 gray ``[H, W]``. Transparency is laid on white paper, as drawing apps show
-    it. More than 8 bits a pixel are stretched over the image's own range: ``convert("L")`` would
-    clip them at 255, turning a 16-bit scan into a single shade."""
+    """``image`` as uint8 gray ``[H, W]``, transparency on white paper; more than 8 bits a pixel stretched
+    over the image's range (``convert("L")`` would clip a 16-bit scan into one shade)."""
     if image.mode in WIDE_MODES:
         values = np.asarray(image, dtype=np.float64)
         if not np.isfinite(values).all():  # a float scan's NaN would make every pixel NaN, then one shade
@@ -154,9 +131,8 @@ def grayscale(image: Image.Image, name: str) -> np.ndarray:
 
 
 def to_mnist(pixels: np.ndarray, pixel: tuple[int, int] = (1, 1)) -> np.ndarray:
-    """Grayscale ``[H, W]`` uint8 of any size, dark ink on light paper or light on dark, to MNIST's
-    uint8 ``[28, 28]``; ``pixel``: the height and width each pixel stands for (``reduced``'s), so the
-    aspect ratio kept is the image's. Raises ``ValueError`` when there is no ink at all."""
+    """Grayscale uint8 ``[H, W]``, either ink on either paper, to MNIST's uint8 ``[28, 28]``; ``pixel``:
+    ``reduced``'s. A ``ValueError`` when there is no ink at all."""
     ink = ink_intensity(pixels)
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     if len(rows) == 0:
@@ -170,8 +146,7 @@ def to_mnist(pixels: np.ndarray, pixel: tuple[int, int] = (1, 1)) -> np.ndarray:
 
 
 def ink_intensity(pixels: np.ndarray) -> np.ndarray:
-    """Ink as floats in [0, 1] over a background of 0. The background is the border's median, and
-    paper is light when that median is: then the image is inverted, as MNIST's ink is white."""
+    """Ink as floats in [0, 1] over a background of 0 (the border's median), inverted on light paper."""
     values = pixels.astype(np.float32)
     if np.median(_border(values)) > 127.5:
         values = 255 - values
@@ -181,8 +156,7 @@ def ink_intensity(pixels: np.ndarray) -> np.ndarray:
 
 
 def place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
-    """``digit`` (at most 28x28) pasted into a black 28x28 field at the whole-pixel offset that
-    brings its centre of mass nearest the field's centre, kept wholly inside the field."""
+    """``digit`` pasted into a black 28x28 field, its centre of mass nearest the centre, wholly inside."""
     field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     height, width = digit.shape
     row, col = centre_of_mass(digit)

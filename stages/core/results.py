@@ -19,16 +19,9 @@ PREDICTION_COLUMNS = ("actual", "predicted")
 def train_metrics(result: FitResult, num_params: int) -> dict[str, float | int]:
     """The last epoch's figures, the best validation accuracy, and which epoch the model holds."""
     last, best = result.history[-1], result.best
-    return {
-        "train_loss": last.train_loss,
-        "valid_loss": last.valid_loss,
-        "valid_accuracy": last.valid_accuracy,
-        "best_valid_accuracy": best.valid_accuracy,
-        "best_epoch": best.epoch,
-        "kept_epoch": result.kept_epoch,
-        "epochs": last.epoch,
-        "num_params": num_params,
-    }
+    figures = {key: getattr(last, key) for key in CURVE_COLUMNS[1:]}
+    kept = {"best_valid_accuracy": best.valid_accuracy, "best_epoch": best.epoch, "kept_epoch": result.kept_epoch}
+    return {**figures, **kept, "epochs": last.epoch, "num_params": num_params}
 
 
 def curve_rows(history: list[EpochResult]) -> Iterator[list[float | int]]:

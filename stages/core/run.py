@@ -1,5 +1,5 @@
-"""One training run as a stage makes it: the split from disk, a checkpoint after every epoch, the
-timings, and the log of where it came from. The train stage and the grid's cells both run this."""
+"""One training run as the train stage and the grid's cells make it: the split from disk, a checkpoint
+after every epoch, the timings, and the log of where it came from."""
 
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ class Run:
         return model_bytes(self.model, self.recipe.architecture, self.recipe.as_dict(), self.recipe.digest)
 
     def log(self) -> dict[str, Any]:
-        """Where the run came from (params digest, the model's SHA-256, the numerics fingerprint and
-        environment, the resolved params), and its timings: never a metric, since they vary."""
+        """Where the run came from, and its timings (never a metric: they vary)."""
         epochs_trained = len(self.result.history) - self.checkpoints.resumed_after
         return {
             "params_digest": self.recipe.digest,
@@ -58,9 +57,8 @@ def train_run(
     environment: dict[str, Any],
     say: Callable[[str], None] = print,
 ) -> Run:
-    """Trains ``recipe`` on ``split``'s train and valid subsets, resuming from ``checkpoint`` when it
-    holds this very run; ``say`` gets the tutorial's line after every epoch. Remove the checkpoint
-    (``run.checkpoints.remove()``) once the run's outputs are written."""
+    """``recipe`` trained on ``split``, resumed from ``checkpoint`` if it holds this very run (remove it once
+    the outputs are written); ``say`` gets the tutorial's line every epoch."""
     split_files = [split / f"{name}.pt" for name in ("train", "valid")]
     train_set, valid_set = map(data.load_subset, split_files)
     key = checkpoint_key(recipe.digest, environment["fingerprint"], split_files)

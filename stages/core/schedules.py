@@ -1,6 +1,5 @@
-"""One registry from a schedule ``type`` in catalog.yaml to a torch learning-rate scheduler, with the
-keywords the loop sets itself and whether it steps per batch or per epoch, as torch intends; the
-keywords a catalog entry may set are declared in stages/core/catalog.py."""
+"""Each schedule ``type`` of catalog.yaml (keywords in stages/core/catalog.py) as a torch scheduler, the
+keywords the loop sets, and whether it steps per batch or per epoch, as torch intends."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ from stages.core.catalog import ScheduleSpec
 class ScheduleType:
     scheduler: type[lr_scheduler.LRScheduler] | None
     per_batch: bool
-    fixed: Callable[[int, int], dict[str, int]] = lambda epochs, batches: {}
-    """Keywords the loop sets from (epochs, batches per epoch)."""
+    fixed: Callable[[int, int], dict[str, int]] = lambda epochs, batches: {}  # from epochs, batches per epoch
 
 
 SCHEDULE_TYPES: dict[str, ScheduleType] = {

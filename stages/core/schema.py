@@ -1,6 +1,5 @@
-"""Params files read as DVC reads them (ruamel.yaml, YAML 1.2) and validated by pydantic into frozen
-dataclasses: a bad value is one line naming the file, the key's dotted path, the value and what is
-allowed. Torch-free: a stage reads its params before torch loads.
+"""Params files read as DVC reads them (ruamel.yaml, YAML 1.2), validated by pydantic into frozen
+dataclasses, torch-free: a bad value is one line naming the file, the key's path, the value and the choices.
 """
 
 from __future__ import annotations
@@ -85,9 +84,8 @@ Text = said(Annotated[str, Strict(), at.MinLen(1)], "expected a non-empty string
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed as itself: its kinds may grow
 class Registry:
-    """A catalog section: named entries, each of the class that its ``key`` (family, type) names in
-    ``kinds``, looked up as it is validated, so an extension adds to ``kinds``. A class with a
-    ``name`` field gets the entry's; ``finish`` makes the entry from its name, keys and instance."""
+    """A catalog section: named entries, each of the class its ``key`` names in ``kinds`` (looked up then,
+    so an extension adds to ``kinds``), given its name if it has that field, then ``finish``ed."""
 
     key: str
     kinds: dict[str, type]
@@ -134,8 +132,8 @@ def _adapter(kind: Any) -> TypeAdapter:
 
 
 def validate(kind: Any, raw: Any, source: str | Callable[[str], str], prefix: tuple = ()) -> Any:
-    """``raw`` as ``kind``, or a ``PipelineError`` of one line for its first error. ``source`` names
-    the file, or gives it for a top-level key; ``prefix`` is where ``raw`` lies in it."""
+    """``raw`` as ``kind``, or a one-line ``PipelineError`` for its first error; ``source`` names the file
+    (or gives it for a top-level key), ``prefix`` where ``raw`` lies in it."""
     try:
         return _adapter(kind).validate_python(raw)
     except ValidationError as errors:
@@ -163,8 +161,7 @@ def invalid(where: str, value: Any, allowed: str) -> str:
 
 
 class _Constructor(SafeConstructor):
-    """ruamel.yaml's, as DVC uses it, but a key given twice is named without its values: ruamel's
-    message shows both, and an alias bomb's value would take hours to show."""
+    """ruamel.yaml's, but a key given twice is named without the values (an alias bomb's take hours to show)."""
 
     def check_mapping_key(self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any) -> bool:
         if key in mapping:
@@ -174,8 +171,7 @@ class _Constructor(SafeConstructor):
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """As DVC parses a params file (``dvc.utils.serialize.parse_yaml``): YAML 1.2, ruamel's safe
-    loader, a key given twice an error, an empty file no keys."""
+    """As DVC's ``parse_yaml``: YAML 1.2, ruamel's safe loader, a key given twice an error, an empty file no keys."""
     yaml = YAML(typ="safe")
     yaml.Constructor = _Constructor
     try:

@@ -1,12 +1,10 @@
 """The training loop and evaluation, over data held as whole tensors on the device.
 
-The step is the tutorial's: ``zero_grad``, forward, cross-entropy, ``backward``, ``step``. What makes
-it fast is the data: the training split stays on the device as stored, one uint8 row per image;
-each epoch draws a seeded permutation, copies the rows in that order once, and takes batches as
-slices of the copy, each scaled to floats as torchvision's ``ToTensor`` scales, into one buffer
-that every step reuses. Batch for batch this is the tutorial's ``DataLoader(shuffle=True)`` loop
-without its per-image conversion, and gives bitwise the same weights for the same order
-(tests/test_equivalence.py; benchmarks/bench_training.py times both).
+The step is the tutorial's (``zero_grad``, forward, cross-entropy, ``backward``, ``step``). The training
+split stays on the device as stored, one uint8 row per image; each epoch copies the rows once in a
+seeded order and scales batches, sliced from the copy, into one reused float buffer: batch for batch
+the tutorial's ``DataLoader(shuffle=True)`` loop without its per-image conversion, bitwise the same
+weights (tests/test_equivalence.py; benchmarks/bench_training.py times both).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim import Optimizer
 
 from stages.core import data, graphs
 from stages.core.errors import PipelineError
@@ -29,23 +28,22 @@ from stages.core.optimizers import build_optimizer
 from stages.core.params import CATALOG, Recipe, TrainParams
 from stages.core.schedules import Scheduler, build_scheduler
 
+Pair = tuple[torch.Tensor, torch.Tensor]  # features or rows, and labels
+
 
 @dataclass(frozen=True)
 class Evaluation:
     loss: float
     accuracy: float
-    logits: torch.Tensor
-    """Every image's logits, in input order: what the views below are derived from, only when a
-    caller asks, so validation after each epoch pays for none of them."""
+    logits: torch.Tensor  # every image's, in input order: the views below cost only a caller who asks
 
     @cached_property
     def predictions(self) -> torch.Tensor:
-        """The predicted class of every image (on the CPU)."""
         return self.logits.argmax(dim=1).cpu()
 
     @cached_property
     def confidences(self) -> torch.Tensor:
-        """The softmax probability of each predicted class (on the CPU)."""
+        """The softmax probability of each predicted class."""
         return self.logits.softmax(dim=1).amax(dim=1).cpu()
 
 
@@ -67,10 +65,8 @@ class EpochResult:
 @dataclass(frozen=True)
 class FitResult:
     history: list[EpochResult]
-    kept_epoch: int
-    """The epoch whose weights the model holds after ``fit``: the last, or the best (``keep: best``)."""
-    cuda_graph: bool = False
-    """Whether the full batches' steps were replayed as a CUDA graph (``stages.core.graphs``)."""
+    kept_epoch: int  # whose weights the model holds: the last, or the best (``keep: best``)
+    cuda_graph: bool = False  # whether full batches replayed their step as a CUDA graph
 
     @property
     def best(self) -> EpochResult:
@@ -83,8 +79,7 @@ class Diverged(PipelineError):
 
 
 class Checkpoints:
-    """Where ``fit`` keeps its state after every epoch, so an interrupted run can continue; see
-    ``stages.core.checkpoint`` for the file-backed one."""
+    """Where ``fit`` keeps its state after every epoch: none here, a file in ``checkpoint.FileCheckpoints``."""
 
     name = "the checkpoint"
 
@@ -95,33 +90,23 @@ class Checkpoints:
         pass
 
 
-def epoch_rows(
-    train: tuple[torch.Tensor, torch.Tensor],
-    order: torch.Tensor,
-    shuffled: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows and labels in ``order``, gathered once (into ``shuffled`` if given: the CPU caches no
-    allocations, so a fresh copy every epoch would cost more than the gathers it saves). Gathering
-    uint8 rows moves a quarter of the bytes that floats would."""
+def epoch_rows(train: Pair, order: torch.Tensor, shuffled: Pair | None = None) -> Pair:
+    """The rows and labels in ``order``, gathered into ``shuffled`` if given (the CPU caches no
+    allocations: a fresh copy every epoch would cost more than the gathers save)."""
     order = order.to(train[0].device)
     rows_out, labels_out = shuffled or (None, None)
     return torch.index_select(train[0], 0, order, out=rows_out), torch.index_select(train[1], 0, order, out=labels_out)
 
 
-def scaled_batches(
-    rows: torch.Tensor, labels: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive batches, each scaled into the same float buffer: it stays in cache for the step's
-    matrix products, and a step is done with it before the next batch overwrites it."""
+def scaled_batches(rows: torch.Tensor, labels: torch.Tensor, batch_size: int) -> Iterator[Pair]:
+    """Consecutive batches, each scaled into the same float buffer, which stays in cache for the step."""
     features = torch.empty(min(batch_size, len(rows)), rows.shape[1], device=rows.device)
     for start in range(0, len(labels), batch_size):
         batch = rows[start : start + batch_size]
         yield data.scale(batch, out=features[: len(batch)]), labels[start : start + batch_size]
 
 
-def step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
+def step(model: nn.Module, optimizer: Optimizer, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The tutorial's training step; returns the batch's loss."""
     optimizer.zero_grad()
     loss = F.cross_entropy(model(features), labels)
@@ -132,14 +117,13 @@ def step(
 
 def train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: Optimizer,
+    batches: Iterable[Pair],
     scheduler: Scheduler | None = None,
     graphed: graphs.GraphedStep | None = None,
 ) -> float:
-    """One pass of ``step`` over ``batches``; returns the mean loss over images. A per-batch schedule
-    steps after every optimizer step. The batch losses stay on the device until the end, so a step
-    never waits for a GPU."""
+    """One pass of ``step`` over ``batches``; the mean loss over images. A per-batch schedule steps
+    after every step. Losses stay on the device until the end, so a step never waits for a GPU."""
     model.train()
     losses, sizes = [], []
     for features, labels in batches:
@@ -171,31 +155,29 @@ def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, bat
 
 def fit(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     scheduler: Scheduler | None,
-    train: tuple[torch.Tensor, torch.Tensor],
-    valid: tuple[torch.Tensor, torch.Tensor],
+    train: Pair,
+    valid: Pair,
     settings: TrainParams,
     seed: int,
     eval_batch_size: int,
     checkpoints: Checkpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
-    """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train``
-    holds rows as stored (``data.as_rows``), shuffled, shifted and scaled batch by batch; ``valid``
-    holds features (``data.as_features``). The data order and shifts have their own generator, so
-    they depend on the seed alone, not on how the model was initialised.
-
-    After every epoch the whole state (weights, optimizer, schedule, every generator, the history)
-    goes to ``checkpoints``; when it holds one, training continues from there, and ends with
-    bitwise the weights and history of a run that was never interrupted."""
+    """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train`` holds
+    rows as stored (``data.as_rows``), ``valid`` features (``data.as_features``). Order and shifts have
+    their own generator: they depend on the seed alone, not on how the model was initialised. After
+    every epoch the whole state goes to ``checkpoints``; a run resumed from it ends with bitwise the
+    weights and history of one never interrupted."""
     checkpoints = checkpoints or Checkpoints()
     generator = torch.Generator().manual_seed(seed)
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
     state = TrainingState()
+    parts = (model, optimizer, scheduler, generator)
     if saved := checkpoints.load():
         try:
-            state = TrainingState.restore(saved, model, optimizer, scheduler, generator)
+            state = TrainingState.restore(saved, *parts)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # its tensors, not its key
             raise PipelineError(
                 f"{checkpoints.name} does not fit this run ({str(error).splitlines()[0]}): delete it to train from "
@@ -205,13 +187,13 @@ def fit(
     if graphs.replayable(train[0].device, optimizer, scheduler is None) and len(train[1]) >= settings.batch_size:
         graphed = graphs.GraphedStep(model, optimizer, step, settings.batch_size, train[0].shape[1])
     while state.epoch < settings.epochs and not state.patience_spent(settings.patience):
-        order = torch.randperm(len(train[1]), generator=generator)
-        rows, labels = epoch_rows(train, order, shuffled)
+        rows, labels = epoch_rows(train, torch.randperm(len(train[1]), generator=generator), shuffled)
         if settings.shift:
             rows = data.shifted(rows, settings.shift, generator)
         per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
-        batches = scaled_batches(rows, labels, settings.batch_size)
-        train_loss = train_epoch(model, optimizer, batches, per_batch, graphed)
+        train_loss = train_epoch(
+            model, optimizer, scaled_batches(rows, labels, settings.batch_size), per_batch, graphed
+        )
         if scheduler is not None and not scheduler.per_batch:
             scheduler.step()
         validation = evaluate(model, *valid, eval_batch_size)
@@ -220,12 +202,11 @@ def fit(
             if not math.isfinite(value):
                 raise Diverged(f"training diverged at epoch {result.epoch}: its {name} is {value}")
         state.add(result, model, keep_best=settings.keep == "best")
-        checkpoints.save(state.snapshot(model, optimizer, scheduler, generator))
+        checkpoints.save(state.snapshot(*parts))
         on_epoch(result)  # after the save: an epoch that was reported is never trained again
     if settings.keep == "best":
         model.load_state_dict(state.best_state)
-        return FitResult(state.history, state.best_epoch, graphed is not None)
-    return FitResult(state.history, state.epoch, graphed is not None)
+    return FitResult(state.history, state.best_epoch if settings.keep == "best" else state.epoch, graphed is not None)
 
 
 @dataclass
@@ -251,12 +232,8 @@ class TrainingState:
             self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
     def snapshot(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Scheduler | None,
-        generator: torch.Generator,
-    ) -> dict[str, Any]:
+        self, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler | None, generator: torch.Generator
+    ) -> dict:
         """Plain data and tensors, so a checkpoint loads with ``weights_only=True``."""
         return {
             "history": [asdict(result) for result in self.history],
@@ -274,9 +251,9 @@ class TrainingState:
     @classmethod
     def restore(
         cls,
-        saved: dict[str, Any],
+        saved: dict,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizer,
         scheduler: Scheduler | None,
         generator: torch.Generator,
     ) -> TrainingState:
@@ -304,40 +281,35 @@ def train_recipe(
     weights are drawn, so a recipe gives the same run whatever ran before it in the process."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.architecture).to(device)
-    optimizer, scheduler = optimizer_and_scheduler(
-        recipe, model, device, math.ceil(len(train_set) / recipe.train.batch_size)
-    )
+    batches = math.ceil(len(train_set) / recipe.train.batch_size)
+    optimizer, scheduler = optimizer_and_scheduler(recipe, model, device, batches)
     train = (data.as_rows(train_set.images, device), train_set.labels.to(device))
     valid = (data.as_features(valid_set.images, device), valid_set.labels.to(device))
     try:
         result = fit(model, optimizer, scheduler, train, valid, recipe.train, recipe.seed, recipe.evaluate.batch_size,
                      checkpoints, on_epoch)  # fmt: skip
     except Diverged as error:
-        raise Diverged(f"{error}; try a smaller learning rate than {_learning_rate(recipe)}") from None
+        one_cycle = recipe.schedule.type == "onecycle"  # then its peak is the rate that diverged
+        spec, key = (recipe.schedule, "max_lr") if one_cycle else (recipe.optimizer, "lr")
+        where = f"{'schedules' if one_cycle else 'optimizers'}.{spec.name}.{key} = {spec.hyperparameters[key]}"
+        raise Diverged(f"{error}; try a smaller learning rate than {where}") from None
     return model, result
 
 
 def optimizer_and_scheduler(
     recipe: Recipe, model: nn.Module, device: torch.device, batches_per_epoch: int
-) -> tuple[torch.optim.Optimizer, Scheduler | None]:
+) -> tuple[Optimizer, Scheduler | None]:
     """The recipe's optimizer and schedule for ``model``; what only torch checks (a one-cycle schedule
     needs an optimizer with momentum or betas, Nesterov a momentum) is one line, before a run writes."""
-    constant_rate = recipe.schedule.type == "none"
     try:
-        optimizer = build_optimizer(graphs.optimizer_spec(recipe.optimizer, device, constant_rate), model.parameters())
+        spec = graphs.optimizer_spec(recipe.optimizer, device, recipe.schedule.type == "none")
+        optimizer = build_optimizer(spec, model.parameters())
         return optimizer, build_scheduler(recipe.schedule, optimizer, recipe.train.epochs, batches_per_epoch)
     except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as error:
         raise PipelineError(
             f"{CATALOG}: schedule {recipe.schedule.name!r} with optimizer {recipe.optimizer.name!r}: "
             + " ".join(str(error).split())
         ) from None
-
-
-def _learning_rate(recipe: Recipe) -> str:
-    """Where the rate that diverged is set: a one-cycle schedule's peak, else the optimizer's."""
-    if recipe.schedule.type == "onecycle":
-        return f"schedules.{recipe.schedule.name}.max_lr = {recipe.schedule.hyperparameters['max_lr']}"
-    return f"optimizers.{recipe.optimizer.name}.lr = {recipe.optimizer.hyperparameters['lr']}"
 
 
 @torch.inference_mode()
