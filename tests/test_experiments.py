@@ -87,7 +87,7 @@ def test_pr_report_leads_with_the_answer_and_refuses_results_that_do_not_belong_
 
     result = project.tool("pr_report", "--base", "main")
     report = project.read("pr-report.md")
-    assert result.stdout == report
+    assert result.stdout == pr_report.terminal_summary(report, "pr-report.md", "pr-curves.png")
     lines = report.splitlines()
     assert lines[:4] == [
         "<!-- mnist-pr-report -->",

@@ -14,7 +14,8 @@ seeded check (``tools/seeded.py``: both configurations trained with N seeds, the
 and leads with its verdict: better, worse, or tied within training noise. The base's results and this change's must
 each belong together (``tools/consistency.py``), or there is no report.
 
-``pr_markdown`` builds the text from plain data; ``main`` gathers that data from git and DVC.
+``pr_markdown`` builds the text from plain data; ``main`` gathers that data from git and DVC, writes
+the report and prints its opening (``terminal_summary``).
 """
 
 from __future__ import annotations
@@ -98,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         base_ref=args.base,
     )
     atomic.write_text(args.markdown, report)
-    print(report, end="")
+    print(terminal_summary(report, args.markdown, args.figure), end="")
+
+
+def terminal_summary(report: str, markdown: str | Path, figure: str | Path) -> str:
+    """The report's opening (headline, verdict, what changed), and where the rest is: its tables of
+    every metric would scroll the answer out of a terminal."""
+    opening = report.split("\n### ", 1)[0].removeprefix(MARKER + "\n")
+    return f"{opening.rstrip()}\n\nFull report: {markdown} (every metric, across seeds); curves: {figure}\n"
 
 
 def parse_numstat(text: str) -> list[tuple[str, int | None, int | None]]:
