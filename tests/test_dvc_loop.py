@@ -12,6 +12,19 @@ from stages.core.params import load_raw
 TYPOS = {"arch": ("lenet6", "architectures"), "optimizer": ("rmsprp", "optimizers"), "schedule": ("cosin", "schedules")}
 
 
+def test_timings_are_files_neither_git_nor_dvc_tracks(project):
+    """What keeps a rerun clean, without one (the rerun itself is the slow test below): new timings
+    beside a log, in a grid cell's runs folder too, change neither `git status` nor `dvc status`."""
+    for log in ("logs/train.json", "logs/evaluate.json", "grid/runs/mlp_20_sigmoid-sgd/seed-42/log.json"):
+        assert "seconds" not in project.read(log)
+        timings = project.root / log.replace(".json", ".timings.json")
+        timings.write_text(json.dumps({**json.loads(timings.read_text()), "seconds_per_epoch": 1e9}))
+    assert project.run("git", "status", "--porcelain").stdout == ""
+    for pipeline in ("dvc.yaml", "grid/dvc.yaml"):
+        assert "Data and pipelines are up to date" in project.run("dvc", "status", pipeline).stdout
+
+
+@pytest.mark.slow  # four stages run again: 30 s
 def test_a_rerun_that_gives_the_same_bits_leaves_git_and_dvc_clean(project):
     """As on a fresh clone, whose model is not in the cache: train, evaluate, a grid cell and the
     leaderboard run again; their timings change, the files git and DVC track do not."""

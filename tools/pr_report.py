@@ -31,7 +31,7 @@ from stages.core import atomic, runtime
 from stages.core.errors import run_stage
 from stages.core.params import CATALOG, CATALOG_KEYS
 from tools import consistency, vcs
-from tools.report import markdown_table, plot_curves
+from tools.report import markdown_table, plot_curves, run_label
 from tools.seeded import SeededComparison, Spread, grid_spread, seeded_check
 from tools.stats import compare_pairs
 
@@ -76,13 +76,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     head_log, _ = consistency.check_workspace()
     base = Side(name, base_log, vcs.metrics_at(commit, name), vcs.predictions_at(commit, name))
     head = Side(HEAD, head_log, vcs.metrics_at(vcs.WORKSPACE), vcs.predictions_at(vcs.WORKSPACE))
+    base_params, head_params = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
     plot_curves(
         args.figure,
-        {f"base ({name})": vcs.curves_at(commit), HEAD: vcs.curves_at(vcs.WORKSPACE)},
+        {run_label(f"base {name}", base_params): vcs.curves_at(commit),
+         run_label(HEAD, head_params): vcs.curves_at(vcs.WORKSPACE)},
         ["train_loss", "valid_loss", "valid_accuracy"],
         title=f"Training curves: {name} vs {HEAD}",
-    )
-    base_params, head_params = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
+    )  # fmt: skip
     report = pr_markdown(
         base,
         head,
