@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
-from stages.core import atomic
 from stages.core.errors import run_stage
 from stages.core.params import check_unchanged, load_params
+from stages.core.schema import write_yaml
 
 CHOSEN = ("architecture", "optimizer", "schedule")
 
@@ -34,7 +32,7 @@ def main() -> None:
     # The names are params.yaml's own keys (its columns already); here only what the entries hold.
     chosen = {key: {name: value for name, value in resolved[key].items() if name != "name"} for key in CHOSEN}
     check_unchanged(params)
-    atomic.write_text(args.out, yaml.safe_dump(chosen, sort_keys=False))
+    write_yaml(args.out, chosen)
     print(f"{args.out}: architecture {params.arch}, optimizer {params.optimizer}, schedule {params.schedule}")
 
 

@@ -43,7 +43,8 @@ def restore_hint() -> str | None:
     differ from the last commit: they keep the failed run's values (``dvc exp run -S`` wrote them
     there), so the next command reads them too; the line says so and how to restore them. None
     elsewhere: a queued or ``--temp`` run changed only its own copy, apart from ``DVC_ROOT``."""
-    if "DVC_ROOT" not in os.environ or not os.path.samefile(os.environ["DVC_ROOT"], _repository()):
+    root = os.environ.get("DVC_ROOT")
+    if root is None or os.path.realpath(root) != os.path.realpath(_repository()):
         return None
     try:
         diff = subprocess.run(
