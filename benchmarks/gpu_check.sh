@@ -44,8 +44,8 @@ run() {  # run NAME PARAMS: train (resuming from $work/NAME.ckpt if there is one
     --confusion "$work/$name.confusion.csv" \
     --confusion-figure "$work/$name.confusion.png" --predictions-figure "$work/$name.predictions.png" \
     --log "$work/$name.evaluate-log.json"
-  $python -c "import json; log = json.load(open('$work/$name.log.json')); print('$name', log['fingerprint'], \
-    round(log['seconds_per_epoch'], 3), 's/epoch, CUDA graph:', log['cuda_graph'])"
+  $python -c "import json; log = json.load(open('$work/$name.log.json')); timed = json.load(open('$work/$name.log.timings.json')); \
+    print('$name', log['fingerprint'], round(timed['seconds_per_epoch'], 3), 's/epoch, CUDA graph:', log['cuda_graph'])"
 }
 killed() {  # killed NAME PARAMS: a train run killed once its first epoch is done, leaving its checkpoint
   train "$1" "$2" > "$work/$1.out" &

@@ -15,7 +15,7 @@ from stages.core import numerics
 from stages.core.errors import PipelineError, run_stage
 from stages.core.schema import read_yaml
 
-COMMANDS = ("download", "split", "train", "evaluate", "cell", "predict", "draw")
+COMMANDS = ("download", "split", "recipe", "train", "evaluate", "cell", "predict", "draw")
 
 
 def run(package: str, commands: tuple[str, ...]) -> None:

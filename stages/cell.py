@@ -2,12 +2,13 @@
 
 Writes ``<out>/seed-<n>/``: ``train.json`` and ``evaluate.json`` (the metrics the single
 configuration writes), ``loss.csv`` (its curves), ``predictions.csv`` (``actual,predicted`` per
-test image, for paired tests between runs) and ``log.json`` (provenance, environment, timings).
-No model is kept: the grid is there to compare runs, and each one reproduces bit for bit. The
-seeds' files replace the last run's together, once every seed is done. Seeds
-run side by side, one process each (``--jobs``, else ``MNIST_GRID_JOBS``, else as many as the
-cores hold at params' ``threads`` each), since each has its own threads and the thread count is
-part of the result; how many run at once changes no result, only the time.
+test image, for paired tests between runs), ``log.json`` (provenance, environment) and
+``log.timings.json`` (timings; git and DVC ignore it). No model is kept: the grid is there to
+compare runs, and each one reproduces bit for bit. The seeds' files replace the last run's
+together, once every seed is done. Seeds run side by side, one process each (``--jobs``, else
+``MNIST_GRID_JOBS``, else as many as the cores hold at params' ``threads`` each), since each has
+its own threads and the thread count is part of the result; how many run at once changes no
+result, only the time.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def train_and_test(
             folder / "predictions.csv", results.PREDICTION_COLUMNS, results.prediction_rows(test_set.labels, test)
         )
         outputs.json(folder / "log.json", run.log())
+        outputs.json(results.timings_path(folder / "log.json"), run.timings())
         staged, outputs.staged = outputs.staged, []  # renamed by main, with the other seeds'
     return staged
 

@@ -55,7 +55,8 @@ def main() -> None:
         outputs.csv(args.confusion, results.PREDICTION_COLUMNS, results.prediction_rows(test.labels, result))
         outputs.bytes(args.confusion_figure, figures.png_bytes(figures.confusion_figure(counts)))
         outputs.bytes(args.predictions_figure, figures.png_bytes(predictions))
-        outputs.json(args.log, results.evaluate_log(trained.params_digest, trained.sha256, environment, seconds))
+        outputs.json(args.log, results.evaluate_log(trained.params_digest, trained.sha256, environment))
+        outputs.json(results.timings_path(args.log), {"evaluate_seconds": seconds})
         check_unchanged(params)
 
 

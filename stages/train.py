@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, default=Path("plots/loss.csv"))
     parser.add_argument("--curves-figure", type=Path, default=Path("plots/curves.png"))
     parser.add_argument("--summary", type=Path, default=Path("models/summary.txt"), help="layers and parameters")
-    parser.add_argument("--log", type=Path, default=Path("logs/train.json"), help="provenance, environment, timings")
+    parser.add_argument("--log", type=Path, default=Path("logs/train.json"), help="provenance, environment")
     parser.add_argument("--checkpoint", type=Path, default=Path("models/checkpoints/train.pt"), help="kept per epoch")
     args = parser.parse_args()
 
@@ -51,6 +51,7 @@ def main() -> None:
         outputs.bytes(args.curves_figure, figures.png_bytes(figure))
         outputs.json(args.metrics, results.train_metrics(run.result, count_parameters(run.model)))
         outputs.json(args.log, run.log())
+        outputs.json(results.timings_path(args.log), run.timings())
         check_unchanged(params)
     run.checkpoints.remove()
 

@@ -4,10 +4,17 @@ test_reports.py."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import shlex
+import subprocess
+from pathlib import Path
 
+import numpy
 import pytest
+from PIL import Image
 
 from stages.core.errors import PipelineError
 from stages.core.params import load_params
@@ -44,7 +51,7 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 def test_compare_shows_what_each_run_used_its_failure_and_whether_it_differs_beyond_noise(queued, monkeypatch):
     result = queued.tool("compare")
     markdown = queued.read("comparison.md")
-    assert result.stdout == markdown
+    assert result.stdout == markdown + "\ncomparison.png: their curves overlaid, on one scale per panel\n"
     header = markdown.splitlines()[0]
     assert header.startswith("| experiment | rev | status | arch | optimizer | schedule |")
     assert "| optimizer.lr |" in header and "optimizers." not in header and header.endswith("| vs main |")
@@ -87,7 +94,7 @@ def test_pr_report_leads_with_the_answer_and_refuses_results_that_do_not_belong_
 
     result = project.tool("pr_report", "--base", "main")
     report = project.read("pr-report.md")
-    assert result.stdout == report
+    assert result.stdout == pr_report.terminal_summary(report, "pr-report.md", "pr-curves.png")
     lines = report.splitlines()
     assert lines[:4] == [
         "<!-- mnist-pr-report -->",
@@ -115,6 +122,63 @@ def test_pr_report_leads_with_the_answer_and_refuses_results_that_do_not_belong_
     with pytest.raises(PipelineError, match=r"^logs/train\.json was made with other params than params\.yaml "
                        r"\(digest \w{16}, params\.yaml's \w{16}\): run `dvc repro`$"):  # fmt: skip
         pr_report.main(["--base", "main"])
+
+
+NOT_DATA = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+"""`dvc exp show`'s own columns, before the metrics."""
+
+
+def readme_exp_show() -> list[str]:
+    """README's everyday `dvc exp show` command, as a user copies it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return shlex.split(re.search(r"^(dvc exp show --only-changed .*?)\s+#", readme, re.MULTILINE)[1])
+
+
+def shown_accuracies(project, command: list[str], columns: int) -> dict[str, float]:
+    """Each experiment's test accuracy as a ``columns``-wide terminal shows ``command``'s table (a
+    failed experiment has none)."""
+    table = subprocess.run([*command, "--no-pager"], cwd=project.root, env={**project.env, "COLUMNS": str(columns)},
+                           capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert all(len(line) <= columns for line in table)
+    end = table[1].index("test_accuracy") + len("test_accuracy")  # figures are right-aligned under their header
+    rows = [line for line in table if "[" in line and "]" in line]
+    shown = {line.split("[", 1)[1].split("]", 1)[0]: line[:end].split()[-1] for line in rows}
+    return {name: float(value) for name, value in shown.items() if value.replace(".", "", 1).isdigit()}
+
+
+def test_readmes_experiment_table_shows_each_accuracy_and_choice_in_120_columns(queued):
+    """README's `dvc exp show` form: the accuracies and what changed, in a 120-column terminal; the
+    bare table too keeps the test accuracy in view, though not every param (docs/experiments.md)."""
+    bare = list(csv.DictReader(io.StringIO(queued.run("dvc", "exp", "show", "--csv").stdout)))
+    columns = [column for column in bare[0] if column not in NOT_DATA]
+    assert columns[0] == "test_accuracy"  # the first metric: the last one a narrow table folds
+    assert not any(column.startswith(("grid.", "per_class", "optimizers.", "stages/core/")) for column in columns)
+    expected = {row["Experiment"]: float(row["test_accuracy"]) for row in bare if row["Experiment"]}
+    assert shown_accuracies(queued, ["dvc", "exp", "show"], 120) == pytest.approx(expected, abs=1e-5)
+
+    command = readme_exp_show()
+    shown = next(csv.reader(io.StringIO(queued.run(*command, "--csv").stdout)))
+    first = [column for column in shown if column not in NOT_DATA][:3]
+    assert first == ["test_accuracy", "best_valid_accuracy", "optimizer"]
+    assert not set(shown) & {"test_loss", "valid_accuracy", "best_epoch", "num_params", "architecture.hidden"}
+    assert shown_accuracies(queued, command, 120) == pytest.approx(expected, abs=1e-5)
+    table = queued.run("env", "COLUMNS=120", *command, "--no-pager").stdout
+    assert " adam " in table.split("[with-adam]", 1)[1].splitlines()[0]  # the param that changed, in its row
+
+
+def test_compare_draws_both_runs_curves_overlaid_offline_named_by_what_each_chose(queued, monkeypatch, tmp_path):
+    """README's way to see what an experiment did to the curves: a PNG, so nothing to load from the
+    internet, as `dvc plots diff`'s HTML does (vega from a CDN: blank offline)."""
+    in_project(queued, monkeypatch)
+    figure = tmp_path / "curves.png"
+    compare.main(["main", "with-adam", "--markdown", str(tmp_path / "comparison.md"), "--figure", str(figure)])
+    entries = compare.parse_exp_show(json.loads(queued.run("dvc", "exp", "show", "--json").stdout))
+    runs = [compare.load(entry) for entry in compare.select(entries, ["main", "with-adam"])]
+    assert list(compare.curves(runs)) == ["main (mlp_128_64_relu, sgd)", "with-adam (mlp_128_64_relu, adam)"]
+    pixels = numpy.asarray(Image.open(figure).convert("RGB")).astype(int)
+    for panel in numpy.array_split(pixels, 3, axis=1):  # training loss, validation loss, validation accuracy
+        for color in ((31, 119, 180), (255, 127, 14)):  # matplotlib's first two line colours: both runs drawn
+            assert (numpy.abs(panel - color).sum(axis=2) < 30).sum() > 200, color
 
 
 @pytest.mark.slow  # a worktree and two trained cells: 20 s

@@ -186,7 +186,7 @@ def test_python_m_stages_names_its_commands():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: 'trian' is no command; usage: python -m stages <command> [arguments]; commands: download, split, "
-        "train, evaluate, cell, predict, draw"
+        "recipe, train, evaluate, cell, predict, draw"
     ]
 
 

@@ -19,7 +19,7 @@ from stages.core.models import sha256
 from stages.core.params import load_params, load_raw, write_raw
 from tools import compare, consistency, leaderboard, vcs
 from tools.compare import Run
-from tools.pr_report import MARKER, ONE_MODEL_EACH, Side, params_diff, parse_numstat, pr_markdown
+from tools.pr_report import MARKER, ONE_MODEL_EACH, Side, params_diff, parse_numstat, pr_markdown, terminal_summary
 from tools.seeded import SeedRuns, Spread, compare_sides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,9 +77,9 @@ class Grid:
             "params_digest": self.params.recipe(recipe, seed).digest,
             "model_sha256": "0" * 64,
             **(fingerprint_env or ENVIRONMENT),
-            "seconds_per_epoch": seconds,
         }
         (folder / "log.json").write_text(json.dumps(log))
+        (folder / "log.timings.json").write_text(json.dumps({"seconds_per_epoch": seconds}))
 
     def leaderboard(self) -> tuple[dict, str]:
         leaderboard.main(["--params", "params.yaml", "--runs", "grid/runs", "--json", "board.json",
@@ -127,11 +127,26 @@ def test_leaderboard_ranks_by_mean_best_validation_accuracy_with_test_accuracy_o
     assert header.startswith("| rank | recipe | arch | optimizer | schedule | best valid accuracy | test accuracy |")
     assert "kept epoch" not in header
     best_row = rows(table)[0]
-    assert best_row[5] == "0.9700 ± 0.0100" and best_row[6] == "0.9400 ± 0.0100" and best_row[9] == "0.2500"
+    assert best_row[5] == "0.9700 ± 0.0100" and best_row[6] == "0.9400 ± 0.0100" and best_row[9] == "best"
     assert "seeds 42, 43, 44" in table and "never used to choose" in table
     assert f"Numerics: {ENVIRONMENT['fingerprint']}." in table
     assert table.endswith("\n- `mlp_20_sigmoid`: adam over sgd by 0.0600.\n")  # mlp_128_64_relu has no pair
     assert (grid.root / "board.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_leaderboard_files_keep_their_bytes_when_only_the_timings_change(grid, capsys):
+    """A rerun that gives the same bits leaves the leaderboard's files, and so grid/dvc.lock, as they
+    were; seconds per epoch are in the table printed, from the runs' untracked timings."""
+    made = []
+    for seconds in (0.25, 0.75):
+        grid.write("mlp_20_sigmoid-sgd", best=[0.90, 0.91, 0.92], test=[0.90, 0.91, 0.92], seconds=seconds)
+        grid.write("mlp_20_sigmoid-adam", best=[0.96, 0.97, 0.98], test=[0.93, 0.94, 0.95], seconds=seconds)
+        grid.write("mlp_128_64_relu-sgd", best=[0.94, 0.95, 0.93], test=[0.99, 0.99, 0.99], seconds=seconds)
+        grid.leaderboard()
+        made.append([(grid.root / name).read_bytes() for name in ("board.json", "board.md", "board.png")])
+        printed = capsys.readouterr().out
+        assert "| s/epoch |" in printed.splitlines()[0] and rows(printed)[0][9] == f"{seconds:.4f}"
+    assert made[0] == made[1] and b"s/epoch" not in made[0][1]
 
 
 def test_recipes_within_noise_of_the_best_are_tied_by_the_stated_rule(grid):
@@ -373,6 +388,18 @@ def test_pr_report_opens_with_the_headline_metrics_and_whether_the_change_is_bey
     assert "Not run: `python -m tools.pr_report --base main --seeds 3`" in text
     assert "[Training and validation curves, base and this change overlaid](pr-curves.png)" in text
     assert not re.search(r"\b[0-9a-f]{40}\b", text) and "workspace" not in text
+
+
+def test_pr_report_prints_its_opening_and_where_the_rest_went_within_a_terminal():
+    """Even with the leaderboard's ~200 figures in the folded table, the answer stays on screen."""
+    figures = {f"{recipe}.test_accuracy.mean": {"old": 0.9, "new": 0.9, "diff": 0.0} for recipe in range(200)}
+    text = report(code=[("stages/core/training.py", 10, 2)], metrics={**metrics_diff(), "lb.json": figures})
+    printed = terminal_summary(text, "pr-report.md", "pr-curves.png").splitlines()
+    assert len(text.splitlines()) > 200 and len(printed) <= 40
+    assert printed[0] == "## Pipeline report: this change against `main`"
+    assert "| test accuracy | 0.9744 | 0.9775 | +0.0031 |" in printed and ONE_MODEL_EACH + "  " in printed
+    assert any(line.startswith("**Params changed:**") for line in printed)
+    assert printed[-1] == "Full report: pr-report.md (every metric, across seeds); curves: pr-curves.png"
 
 
 def test_pr_report_warns_first_when_the_base_ran_on_other_numerics():

@@ -27,7 +27,7 @@ from typing import Any
 from stages.core import atomic
 from stages.core.errors import PipelineError, run_stage
 from tools import consistency, vcs
-from tools.report import HEADLINE_METRICS, markdown_table, plot_curves
+from tools.report import HEADLINE_METRICS, markdown_table, plot_curves, run_label
 from tools.seeded import grid_spread
 from tools.stats import compare_pairs
 
@@ -74,13 +74,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = [load(entry) for entry in select(entries, args.names)]
     table = comparison_markdown(runs)
     atomic.write_text(args.markdown, table)
-    plot_curves(
-        args.figure,
-        {run.name: vcs.curves_at(run.rev) for run in runs if run.state == "ok"},
-        ["train_loss", "valid_loss", "valid_accuracy"],
-        title="Experiments",
-    )
+    plot_curves(args.figure, curves(runs), ["train_loss", "valid_loss", "valid_accuracy"], title="Experiments")
     print(table, end="")
+    print(f"\n{args.figure}: their curves overlaid, on one scale per panel")
+
+
+def curves(runs: Sequence[Run]) -> dict[str, dict[str, list[float]]]:
+    """Each run's curves, labelled with its name and what it chose, for the legend."""
+    return {run_label(run.name, run.params): vcs.curves_at(run.rev) for run in runs if run.state == "ok"}
 
 
 def parse_exp_show(records: Sequence[Mapping[str, Any]]) -> list[Entry]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.core import results
 from stages.core.params import Params
 from tools import consistency
 from tools.report import parse_curves
@@ -33,6 +34,8 @@ class SeedRun:
     evaluate: dict[str, Any]
     curves: dict[str, list[float]]
     log: dict[str, Any]
+    timings: dict[str, Any]
+    """This workspace's timings of the run (``log.timings.json``, untracked); empty where there are none."""
 
     @property
     def kept_valid_accuracy(self) -> float:
@@ -81,12 +84,19 @@ def read_recipe(params: Params, runs: Path, name: str) -> RecipeRuns:
         except _Missing as missing:
             error = error or str(missing)
             continue
-        done.append(
-            SeedRun(seed, folder.as_posix(), files["train.json"], files["evaluate.json"], files["loss.csv"], log)
-        )
+        timings = _timings(results.timings_path(folder / "log.json"))
+        done.append(SeedRun(seed, folder.as_posix(), *(files[name] for name in REQUIRED), log, timings))
     if error is not None:
         return RecipeRuns(name, chosen.arch, chosen.optimizer, chosen.schedule, (), error)
     return RecipeRuns(name, chosen.arch, chosen.optimizer, chosen.schedule, tuple(done))
+
+
+def _timings(path: Path) -> dict[str, Any]:
+    try:
+        timings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a fresh clone: the timings stayed where the run was
+    return timings if isinstance(timings, dict) else {}
 
 
 class _Missing(Exception):

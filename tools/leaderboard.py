@@ -6,9 +6,11 @@ is within the seeds' noise is marked tied, one beyond it worse, by the rule of `
 (stated under the table). Writes the rows as JSON (only figures that reproduce bitwise, one mean
 and one standard deviation each, so ``dvc metrics diff --targets metrics/leaderboard.json`` stays
 short; not a declared DVC metric, which would put it in every row of ``dvc exp show``),
-the table as markdown (with seconds per epoch), and each recipe's validation accuracy per epoch,
-mean over seeds, in one figure. Results that do not belong to catalog.yaml's grid are refused; a
-recipe without results is listed as failed, never with numbers, and makes the command fail.
+the table as markdown, and each recipe's validation accuracy per epoch, mean over seeds, in one
+figure: all three the same bytes whenever the runs are, so a rerun leaves grid/dvc.lock as it was.
+The table printed adds seconds per epoch, from this workspace's timings (untracked). Results that
+do not belong to catalog.yaml's grid are refused; a recipe without results is listed as failed,
+never with numbers, and makes the command fail.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Standing:
     versus_best: SeedComparison | None = None
     """Against the best recipe, seed by seed; None for the best itself."""
     seconds_per_epoch: float | None = None
-    """Mean over seeds; a timing, so shown in the markdown and never in the JSON."""
+    """Mean over seeds; a timing, so only in the table printed, never in a file."""
 
     @property
     def verdict(self) -> str:
@@ -72,13 +74,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     params = load_params(args.params)
     board = standings(read_grid(params, args.runs))
-    table = leaderboard_markdown(board, params.grid_seeds)
     with atomic.Outputs() as outputs:  # the three together, or none
         outputs.json(args.json, leaderboard_json(board, list(params.grid.recipes)))
-        outputs.text(args.markdown, table)
+        outputs.text(args.markdown, leaderboard_markdown(board, params.grid_seeds))
         outputs.bytes(args.figure, figures.png_bytes(leaderboard_figure(board, params.grid_seeds)))
         check_unchanged(params)
-    print(table, end="")
+    print(leaderboard_markdown(board, params.grid_seeds, timings=True), end="")
     failed = [standing.recipe for standing in board if standing.rank is None]
     if failed:
         names = "; ".join(f"{recipe.name} ({recipe.error})" for recipe in failed)
@@ -108,7 +109,9 @@ def _summarise(recipe: RecipeRuns) -> Standing:
     runs = recipe.runs
     kept_differs = any(run.kept_valid_accuracy != run.train["best_valid_accuracy"] for run in runs)
     timings = [
-        run.log["seconds_per_epoch"] for run in runs if isinstance(run.log.get("seconds_per_epoch"), (int, float))
+        run.timings["seconds_per_epoch"]
+        for run in runs
+        if isinstance(run.timings.get("seconds_per_epoch"), (int, float))
     ]
     return Standing(
         recipe,
@@ -145,13 +148,14 @@ def leaderboard_json(board: Sequence[Standing], order: Sequence[str] = ()) -> di
     return entries
 
 
-def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int]) -> str:
-    """Best first, failed recipes last with their reason instead of figures; the rule under it."""
+def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int], timings: bool = False) -> str:
+    """Best first, failed recipes last with their reason instead of figures; the rule under it.
+    ``timings``: with seconds per epoch (the terminal's table; the file's has the same bits each run)."""
     kept = any(standing.kept_valid_accuracy is not None for standing in board)
     header = [
         "rank", "recipe", "arch", "optimizer", "schedule", "best valid accuracy",
         *(["kept epoch's valid accuracy"] if kept else []),
-        "test accuracy", "test loss", "params", "s/epoch", "vs best",
+        "test accuracy", "test loss", "params", *(["s/epoch"] if timings else []), "vs best",
     ]  # fmt: skip
     rows = []
     for standing in board:
@@ -165,8 +169,9 @@ def leaderboard_markdown(board: Sequence[Standing], seeds: Sequence[int]) -> str
         if kept:
             figures_.append(standing.kept_valid_accuracy.text() if standing.kept_valid_accuracy else "= best")
         figures_ += [standing.test_accuracy.text(), standing.test_loss.text(), standing.num_params]
-        rows.append([standing.rank, *names, *figures_, standing.seconds_per_epoch, _versus(standing)])
-    return markdown_table(header, rows) + "\n" + rule(board, seeds) + "\n" + pairs_markdown(board)
+        seconds = [standing.seconds_per_epoch] if timings else []
+        rows.append([standing.rank, *names, *figures_, *seconds, _versus(standing)])
+    return markdown_table(header, rows) + "\n" + rule(board, seeds, timings) + "\n" + pairs_markdown(board)
 
 
 def pairs_markdown(board: Sequence[Standing]) -> str:
@@ -193,7 +198,7 @@ def pairs_markdown(board: Sequence[Standing]) -> str:
     return "\n".join([heading, "", *lines]) + "\n" if lines else ""
 
 
-def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
+def rule(board: Sequence[Standing], seeds: Sequence[int], timings: bool = False) -> str:
     """What the table's figures are and how ties are called, in words, under the table."""
     fingerprints = sorted({run.log.get("fingerprint") or "unknown" for st in board for run in st.recipe.runs})
     seed_list = ", ".join(map(str, seeds))
@@ -204,9 +209,12 @@ def rule(board: Sequence[Standing], seeds: Sequence[int]) -> str:
         f"vs best: a recipe is **tied** with the best when the two-sided {CONFIDENCE:.0%} Student t interval of its "
         "per-seed difference in best validation accuracy (paired by seed) contains 0 (tied within training noise), "
         "and **worse** when the interval lies below 0; one seed gives no verdict (tools/stats.py, `compare_seeds`).",
-        "s/epoch: training seconds per epoch, mean over seeds; timings vary run to run, so they are not in "
-        "metrics/leaderboard.json.",
     ]
+    if timings:
+        lines.append(
+            "s/epoch: training seconds per epoch, mean over seeds, from this workspace's runs "
+            "(grid/runs/*/seed-*/log.timings.json); timings vary run to run, so they are in no file DVC or git tracks."
+        )
     if fingerprints:
         lines.append(f"Numerics: {', '.join(fingerprints)}.")
     return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ seeded check (``tools/seeded.py``: both configurations trained with N seeds, the
 and leads with its verdict: better, worse, or tied within training noise. The base's results and this change's must
 each belong together (``tools/consistency.py``), or there is no report.
 
-``pr_markdown`` builds the text from plain data; ``main`` gathers that data from git and DVC.
+``pr_markdown`` builds the text from plain data; ``main`` gathers that data from git and DVC, writes
+the report and prints its opening (``terminal_summary``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stages.core import atomic, runtime
 from stages.core.errors import run_stage
 from stages.core.params import CATALOG, CATALOG_KEYS
 from tools import consistency, vcs
-from tools.report import markdown_table, plot_curves
+from tools.report import markdown_table, plot_curves, run_label
 from tools.seeded import SeededComparison, Spread, grid_spread, seeded_check
 from tools.stats import compare_pairs
 
@@ -75,13 +76,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     head_log, _ = consistency.check_workspace()
     base = Side(name, base_log, vcs.metrics_at(commit, name), vcs.predictions_at(commit, name))
     head = Side(HEAD, head_log, vcs.metrics_at(vcs.WORKSPACE), vcs.predictions_at(vcs.WORKSPACE))
+    base_params, head_params = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
     plot_curves(
         args.figure,
-        {f"base ({name})": vcs.curves_at(commit), HEAD: vcs.curves_at(vcs.WORKSPACE)},
+        {run_label(f"base {name}", base_params): vcs.curves_at(commit),
+         run_label(HEAD, head_params): vcs.curves_at(vcs.WORKSPACE)},
         ["train_loss", "valid_loss", "valid_accuracy"],
         title=f"Training curves: {name} vs {HEAD}",
-    )
-    base_params, head_params = vcs.params_at(commit, name), vcs.params_at(vcs.WORKSPACE, HEAD)
+    )  # fmt: skip
     report = pr_markdown(
         base,
         head,
@@ -98,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         base_ref=args.base,
     )
     atomic.write_text(args.markdown, report)
-    print(report, end="")
+    print(terminal_summary(report, args.markdown, args.figure), end="")
+
+
+def terminal_summary(report: str, markdown: str | Path, figure: str | Path) -> str:
+    """The report's opening (headline, verdict, what changed), and where the rest is: its tables of
+    every metric would scroll the answer out of a terminal."""
+    opening = report.split("\n### ", 1)[0].removeprefix(MARKER + "\n")
+    return f"{opening.rstrip()}\n\nFull report: {markdown} (every metric, across seeds); curves: {figure}\n"
 
 
 def parse_numstat(text: str) -> list[tuple[str, int | None, int | None]]:

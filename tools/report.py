@@ -47,6 +47,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "".join(f"| {' | '.join(map(str, line))} |\n" for line in lines)
 
 
+def run_label(name: str, params: Mapping[str, Any]) -> str:
+    """A run's name and the entries it chose, e.g. ``main (mlp_128_64_relu, sgd)``; a schedule only if any."""
+    chosen = [params.get("arch"), params.get("optimizer"), params.get("schedule")]
+    return f"{name} ({', '.join(str(value) for value in chosen if value not in (None, 'none'))})"
+
+
 def plot_curves(path: str | os.PathLike, curves: Mapping[str, Curves], columns: Sequence[str], title: str) -> None:
     """``curves_figure`` as bytes the way the stages make theirs (``figures.png_bytes``), so the same
     curves give the same bytes."""

@@ -1,14 +1,18 @@
-"""One error type for problems a user can fix, the wrapper that turns it into one line, and a
-stage's hold on DVC's repository lock while DVC runs it."""
+"""One error type for problems a user can fix, the wrapper that turns it into one line (and, under
+DVC, one more on how to get back to the committed params), and a stage's hold on DVC's repository
+lock while DVC runs it."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 LOCK_ENV = "MNIST_DVC_LOCK"  # set by the stage that holds the lock: processes it starts are inside its run
+PARAMS_FILES = ("params.yaml", "catalog.yaml")
+DERIVED_FILES = ("recipe.yaml", "dvc.lock")  # what a stage that succeeded before the failure rewrote
 
 
 class PipelineError(Exception):
@@ -17,15 +21,46 @@ class PipelineError(Exception):
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's ``main`` so that a ``PipelineError`` ends it with one line and exit code 2, and
-    Ctrl-C with one line and 130 (the shell's code for it)."""
+    Ctrl-C with one line and 130 (the shell's code for it); under DVC, a last line says how to get
+    back to the committed params where the run's differ (``restore_hint``)."""
     try:
         main()
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        code = 2
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C); the outputs are all this run's or all the last run's", file=sys.stderr)
-        raise SystemExit(130) from None
+        code = 130
+    else:
+        return
+    if hint := restore_hint():
+        print(hint, file=sys.stderr)
+    raise SystemExit(code)
+
+
+def restore_hint() -> str | None:
+    """Under ``dvc repro`` or ``dvc exp run`` in the workspace, where params.yaml or catalog.yaml
+    differ from the last commit: they keep the failed run's values (``dvc exp run -S`` wrote them
+    there), so the next command reads them too; the line says so and how to restore them. None
+    elsewhere: a queued or ``--temp`` run changed only its own copy, apart from ``DVC_ROOT``."""
+    root = os.environ.get("DVC_ROOT")
+    if root is None or os.path.realpath(root) != os.path.realpath(_repository()):
+        return None
+    try:
+        diff = subprocess.run(
+            ["git", "diff", "--name-only", "--relative", "HEAD", "--", *PARAMS_FILES, *DERIVED_FILES],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    changed = diff.stdout.split() if diff.returncode == 0 else []
+    params = [name for name in PARAMS_FILES if name in changed]
+    if not params:
+        return None
+    return (
+        f"{' and '.join(params)} keep{'s' * (len(params) == 1)} this run's values (`dvc exp run -S` writes them "
+        f"there); to get back to the last commit's: git checkout -- {' '.join(changed)}"
+    )
 
 
 def hold_dvc_lock() -> None:
@@ -38,11 +73,7 @@ def hold_dvc_lock() -> None:
     so the stage refuses with one line (exit 2) and takes nothing."""
     if "DVC_ROOT" not in os.environ or os.environ.get(LOCK_ENV):
         return
-    # The repository the stage runs in, found as DVC finds it: DVC_ROOT names the workspace even in
-    # a queued run, whose copy under .dvc/tmp/exps has a lock of its own.
-    cwd = os.getcwd()
-    root = next((folder for folder in (cwd, *Path(cwd).parents) if os.path.isdir(os.path.join(folder, ".dvc"))), cwd)
-    path = os.path.join(root, ".dvc", "tmp", "lock")
+    path = os.path.join(_repository(), ".dvc", "tmp", "lock")
     try:
         # Never closed: the kernel releases the lock once the process is gone; a Python file object
         # would be closed during interpreter teardown, a second or more before DVC sees the exit.
@@ -66,6 +97,13 @@ def hold_dvc_lock() -> None:
     os.pwrite(fd, f" {os.getpid()}\n".encode(), 0)
     os.set_inheritable(fd, True)  # kept across exec: a process re-executes itself to pin its numerics
     os.environ[LOCK_ENV] = path
+
+
+def _repository() -> str:
+    """The DVC repository the stage runs in, found as DVC finds it: DVC_ROOT names the workspace even
+    in a queued run, whose copy under .dvc/tmp/exps has a lock of its own."""
+    cwd = os.getcwd()
+    return next((str(folder) for folder in (cwd, *Path(cwd).parents) if (Path(folder) / ".dvc").is_dir()), cwd)
 
 
 def _flock(fd: int) -> bool:

@@ -1,10 +1,12 @@
 """What a run writes, in one place for the single configuration and the grid's cells alike: its
 metrics (figures the same params reproduce bitwise), its curves, its per-image predictions, and
-evaluate's log (the model it tested); the train log is ``run.Run.log``."""
+evaluate's log (the model it tested), and where each run's timings go; the train log is
+``run.Run.log``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,7 +59,12 @@ def per_class_accuracy(counts: torch.Tensor) -> dict[str, float]:
     }
 
 
-def evaluate_log(
-    params_digest: str, model_sha256: str, environment: Mapping[str, Any], seconds: float
-) -> dict[str, Any]:
-    return {"params_digest": params_digest, "model_sha256": model_sha256, **environment, "evaluate_seconds": seconds}
+def evaluate_log(params_digest: str, model_sha256: str, environment: Mapping[str, Any]) -> dict[str, Any]:
+    return {"params_digest": params_digest, "model_sha256": model_sha256, **environment}
+
+
+def timings_path(log: Path) -> Path:
+    """Where a run's timings go, beside its log: ``logs/train.json`` -> ``logs/train.timings.json``.
+    Ignored by git and DVC (``.gitignore``, ``.dvcignore``), so a rerun that gives the same bits
+    leaves dvc.lock and ``git status`` as they were."""
+    return log.with_name(f"{log.stem}.timings.json")

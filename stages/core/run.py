@@ -35,14 +35,21 @@ class Run:
         return model_bytes(self.model, self.recipe.architecture, self.recipe.as_dict(), self.recipe.digest)
 
     def log(self) -> dict[str, Any]:
-        """Where the run came from, and its timings (never a metric: they vary)."""
-        epochs_trained = len(self.result.history) - self.checkpoints.resumed_after
+        """Where the run came from (params digest, the model's SHA-256, the numerics fingerprint and
+        environment, the resolved params): the same bits give the same log."""
         return {
             "params_digest": self.recipe.digest,
             "model_sha256": sha256(self.model_bytes),
             **self.environment,
             "recipe": self.recipe.as_dict(),
             "cuda_graph": self.result.cuda_graph,
+        }
+
+    def timings(self) -> dict[str, Any]:
+        """How long it took, and the epoch it resumed after: they vary from run to run, so they go to
+        a file neither git nor DVC tracks (``results.timings_path``), never into the log."""
+        epochs_trained = len(self.result.history) - self.checkpoints.resumed_after
+        return {
             "train_seconds": self.seconds,
             "seconds_per_epoch": self.seconds / max(epochs_trained, 1),
             "resumed_after_epoch": self.checkpoints.resumed_after,
