@@ -2,7 +2,7 @@
 
 Not a DVC stage but a command, run from the project root after ``dvc repro``:
 
-    python -m stages.draw [--port 8000] [--host 127.0.0.1]
+    python -m stages draw [--port 8000] [--host 127.0.0.1]
 
 It serves one page (stages/draw_page/, no external resources) and a JSON API for scripts:
 

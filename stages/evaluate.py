@@ -46,7 +46,7 @@ def main() -> None:
 
     counts = results.confusion_matrix(test.labels, result.predictions)
     predictions = figures.predictions_figure(test.images, test.labels, result.predictions, result.confidences)
-    environment = runtime.environment(device, recipe.numerics)
+    environment, machine = runtime.split_environment(runtime.environment(device, recipe.numerics))
     metrics = results.test_metrics(result, test.labels)
     per_class = metrics.pop("per_class_accuracy")  # the grid's runs keep it in evaluate.json
     with atomic.Outputs() as outputs:
@@ -56,7 +56,7 @@ def main() -> None:
         outputs.bytes(args.confusion_figure, figures.png_bytes(figures.confusion_figure(counts)))
         outputs.bytes(args.predictions_figure, figures.png_bytes(predictions))
         outputs.json(args.log, results.evaluate_log(trained.params_digest, trained.sha256, environment))
-        outputs.json(results.timings_path(args.log), {"evaluate_seconds": seconds})
+        outputs.json(results.timings_path(args.log), {**machine, "evaluate_seconds": seconds})
         check_unchanged(params)
 
 

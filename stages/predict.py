@@ -2,7 +2,7 @@
 
 Not a DVC stage but a command, run from the project root after ``dvc repro``:
 
-    python -m stages.predict my_digit.png photo.jpg --index 2 --index 7 [--json] [--max-pixels N]
+    python -m stages predict my_digit.png photo.jpg --index 2 --index 7 [--json] [--max-pixels N]
 
 An image file may be any size up to --max-pixels, dark ink on light paper or light ink on dark,
 or ink on a transparent background; it is brought to MNIST's form first

@@ -1,4 +1,4 @@
-"""``python -m stages.draw``: the page, its JSON API and its errors, served from the trained model;
+"""``python -m stages draw``: the page, its JSON API and its errors, served from the trained model;
 and the page in a real headless browser, drawn on with pointer events.
 
 The browser part doubles as the README's screenshot: against a server of a real model,
@@ -89,11 +89,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(reproduced, tmp_path_factory) -> Server:
-    """One ``python -m stages.draw --port 0`` for the module, as a user starts it."""
+    """One ``python -m stages draw --port 0`` for the module, as a user starts it."""
     log = tmp_path_factory.mktemp("draw") / "server.log"
     with log.open("w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "stages.draw", "--port", "0"],
+            [sys.executable, "-m", "stages", "draw", "--port", "0"],
             cwd=reproduced.root,
             env=reproduced.env,
             stdout=subprocess.PIPE,

@@ -154,7 +154,7 @@ def test_an_interrupted_train_stage_resumes_and_ends_as_an_uninterrupted_run(pro
     Over 20 s: a killed process and a whole `dvc repro` after it are what the promise is about."""
     files = (*RESULTS, *FIGURES, "models/summary.txt")
     baseline = {path: (project.root / path).read_bytes() for path in files}
-    command = [sys.executable, "-m", "stages.train", "--model", "models/other.pt", "--metrics", "metrics/other.json"]
+    command = [sys.executable, "-m", "stages", "train", "--model", "models/other.pt", "--metrics", "metrics/other.json"]
     train = subprocess.Popen(command, cwd=project.root, env=project.env, stdout=subprocess.PIPE, text=True)
     for line in train.stdout:  # the first epoch is done and saved: kill it wherever it is now
         if line.startswith("Epoch : 1/"):
@@ -187,7 +187,7 @@ def test_split_sizes_beyond_the_images_fail_in_one_line_and_keep_the_split(proje
 
 
 def started(project, *command: str, **limits) -> subprocess.Popen:
-    """``python -m stages.<command>`` in the project, Ctrl-C raising KeyboardInterrupt in it as in a
+    """``python -m stages <command>`` in the project, Ctrl-C raising KeyboardInterrupt in it as in a
     terminal (a background shell would leave SIGINT ignored), with resource ``limits`` set."""
     import resource
 
@@ -214,7 +214,7 @@ def after_epoch_one(process: subprocess.Popen, then) -> tuple[int, str]:
 def test_params_changed_while_training_are_refused_before_anything_is_written(project):
     """As a second `dvc exp run` in this workspace does: DVC would record the new params beside the old run's model."""
     baseline = results(project)
-    train = started(project, "stages.train")
+    train = started(project, "stages", "train")
     code, err = after_epoch_one(train, lambda: project.set_params(seed=7))
     assert code == 2
     assert err.startswith("error: params.yaml or catalog.yaml changed while this stage ran (another `dvc exp run` in")
@@ -223,7 +223,7 @@ def test_params_changed_while_training_are_refused_before_anything_is_written(pr
 
 def test_ctrl_c_during_training_is_one_line_and_the_checkpoint_is_kept(project):
     baseline = results(project)
-    train = started(project, "stages.train")
+    train = started(project, "stages", "train")
     code, err = after_epoch_one(train, lambda: train.send_signal(signal.SIGINT))
     assert (code, err) == (130, "error: interrupted (Ctrl-C); the outputs are all this run's or all the last run's\n")
     assert results(project) == baseline and (project.root / "models/checkpoints/train.pt").exists()
@@ -232,7 +232,7 @@ def test_ctrl_c_during_training_is_one_line_and_the_checkpoint_is_kept(project):
 def test_a_file_size_limit_is_one_line_naming_the_file(project):
     """`ulimit -f 300`: the first checkpoint (the model and its optimizer state) is larger."""
     baseline = results(project)
-    train = started(project, "stages.train", RLIMIT_FSIZE=300 * 1024)
+    train = started(project, "stages", "train", RLIMIT_FSIZE=300 * 1024)
     train.stdout.read()
     assert train.wait() == 2
     assert train.stderr.read() == (
@@ -363,7 +363,7 @@ def test_a_second_experiment_while_one_trains_is_refused_before_it_touches_param
         holder = lock.read_text().strip() if lock.exists() else ""
         if holder.isdigit() and psutil.pid_exists(int(holder)):
             train = psutil.Process(int(holder))
-            if "stages.train" in train.cmdline():
+            if train.cmdline()[2:4] == ["stages", "train"]:
                 break
     else:
         raise AssertionError(f"the first run ended before its train stage:\n{log.seek(0) or log.read()}")

@@ -1,4 +1,4 @@
-"""``python -m stages.predict``: the trained model on image files and on test-set images."""
+"""``python -m stages predict``: the trained model on image files and on test-set images."""
 
 from __future__ import annotations
 

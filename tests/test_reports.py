@@ -420,12 +420,12 @@ def test_pr_report_warns_of_another_device():
     assert ": device cpu vs cuda; metrics below mix hardware and change**" in warning
 
 
-def test_pr_report_names_the_machines_when_the_numerics_agree():
+def test_pr_report_compares_portable_runs_of_any_cpu_without_a_warning():
     other_cpu = environment(device_name="Intel Xeon", cpu_model="Intel Xeon", cpu_vendor="GenuineIntel")
     assert other_cpu["fingerprint"] == ENVIRONMENT["fingerprint"]  # portable: the CPU's make is not in it
     text = report(head_env=other_cpu)
     assert "Warning" not in text
-    assert f"computed on {ENVIRONMENT['device_name']} (main) and Intel Xeon (this change), alike bit for bit" in text
+    assert f"**Numerics:** {ENVIRONMENT['fingerprint']} on both (torch" in text
 
 
 def test_pr_report_lists_only_the_metrics_that_changed_and_folds_them_all():
@@ -594,8 +594,8 @@ def test_comparison_marks_runs_that_differ_beyond_noise_and_failures_without_num
 
 
 def test_a_failed_runs_reason_is_its_stages_own_error_line():
-    stage = "Running stage 'train':\n> python -m stages.train\nerror: params.yaml: optimizers.sgd.lr = -1 is invalid\n"
-    dvc = "ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with 2\n"
+    stage = "Running stage 'train':\n> python -m stages train\nerror: params.yaml: optimizers.sgd.lr = -1 is invalid\n"
+    dvc = "ERROR: failed to reproduce 'train': failed to run: python -m stages train, exited with 2\n"
     assert compare.error_line(stage + dvc) == "error: params.yaml: optimizers.sgd.lr = -1 is invalid"
     traceback = (
         'Traceback (most recent call last):\n  File "x.py", line 1\n    raise AssertionError(\n'

@@ -247,15 +247,8 @@ def numerics_line(base: Side, head: Side) -> str:
     old, new = base.log.get("fingerprint"), head.log.get("fingerprint")
     if old != new:
         return f"{old} ({base.name}), {new} ({head.name})"
-    log = head.log
-    threads = log.get("threads")
-    line = (
-        f"{new} on both (torch {log.get('torch')}, {log.get('device')}, {threads} thread{'' if threads == 1 else 's'})"
-    )
-    machines = base.log.get("device_name"), head.log.get("device_name")
-    if machines[0] != machines[1]:
-        line += f"; computed on {machines[0]} ({base.name}) and {machines[1]} ({head.name}), alike bit for bit"
-    return line
+    log, threads = head.log, head.log.get("threads")
+    return f"{new} on both (torch {log.get('torch')}, {log.get('device')}, {threads} thread{'s' * (threads != 1)})"
 
 
 def _class_fields(log: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stages.core import data
+from stages.core import data, runtime
 from stages.core.checkpoint import FileCheckpoints, checkpoint_key
 from stages.core.models import model_bytes, sha256
 from stages.core.params import Recipe
@@ -36,20 +36,21 @@ class Run:
 
     def log(self) -> dict[str, Any]:
         """Where the run came from (params digest, the model's SHA-256, the numerics fingerprint and
-        environment, the resolved params): the same bits give the same log."""
+        what it sums up, the resolved params): the same bits give the same log, on any machine."""
         return {
             "params_digest": self.recipe.digest,
             "model_sha256": sha256(self.model_bytes),
-            **self.environment,
+            **runtime.split_environment(self.environment)[0],
             "recipe": self.recipe.as_dict(),
             "cuda_graph": self.result.cuda_graph,
         }
 
     def timings(self) -> dict[str, Any]:
-        """How long it took, and the epoch it resumed after: they vary from run to run, so they go to
-        a file neither git nor DVC tracks (``results.timings_path``), never into the log."""
+        """How long it took, the epoch it resumed after and the machine: they vary from run to run, so
+        they go to a file neither git nor DVC tracks (``results.timings_path``), never into the log."""
         epochs_trained = len(self.result.history) - self.checkpoints.resumed_after
         return {
+            **runtime.split_environment(self.environment)[1],
             "train_seconds": self.seconds,
             "seconds_per_epoch": self.seconds / max(epochs_trained, 1),
             "resumed_after_epoch": self.checkpoints.resumed_after,

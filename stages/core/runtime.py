@@ -106,6 +106,14 @@ def class_fields(env: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def split_environment(env: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What decides the bits (the fingerprint and its fields: a log's, tracked) and the rest (the
+    machine's make, Python, libc: beside the timings, untracked), so a run that gives the same
+    bits on another machine leaves its log as it was."""
+    decisive = {"fingerprint", "device", *class_fields(env)}
+    return {k: v for k, v in env.items() if k in decisive}, {k: v for k, v in env.items() if k not in decisive}
+
+
 def fingerprint(env: dict[str, Any]) -> str:
     """One short string: two runs with the same one computed with the same kernels, whatever the
     machine was; e.g. ``cpu-portable-3f2a9c1b``."""
