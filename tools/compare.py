@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     entries = parse_exp_show(json.loads(vcs.output("dvc", "exp", "show", "--json")))
     runs = [load(entry) for entry in select(entries, args.names)]
     table = comparison_markdown(runs)
-    atomic.write_text(args.markdown, table)
+    atomic.write(args.markdown, table)
     plot_curves(
         args.figure,
         {run.name: vcs.curves_at(run.rev) for run in runs if run.state == "ok"},

@@ -52,7 +52,7 @@ class FileCheckpoints:
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save({"key": self.key, "state": state}, buffer)
-        atomic.write_bytes(self.path, buffer.getvalue())
+        atomic.write(self.path, buffer.getvalue())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

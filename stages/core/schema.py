@@ -188,4 +188,4 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
     yaml, text = YAML(), io.StringIO()
     yaml.default_flow_style = False
     yaml.dump(dict(data), text)
-    atomic.write_text(path, text.getvalue())
+    atomic.write(path, text.getvalue())
