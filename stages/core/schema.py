@@ -27,15 +27,10 @@ SHOWN = reprlib.Repr()
 SHOWN.maxlevel, SHOWN.maxlist, SHOWN.maxdict, SHOWN.maxstring, SHOWN.maxother = 3, 4, 4, 80, 80
 
 
-def keys(cls: Any) -> list[str]:
-    """The keys a file may give ``cls``: its fields but those filled in from elsewhere (a name)."""
-    return sorted(name for name, field in cls.__pydantic_fields__.items() if not field.exclude)
-
-
 def _unknown(cls: Any, key: str) -> PydanticCustomError:
-    return PydanticCustomError(
-        "unknown_key", "unknown key; valid keys: {keys}", {"key": key, "keys": ", ".join(keys(cls))}
-    )
+    """``key`` is no key a file may give ``cls``: valid are its fields but those filled in from elsewhere (a name)."""
+    valid = ", ".join(sorted(name for name, field in cls.__pydantic_fields__.items() if not field.exclude))
+    return PydanticCustomError("unknown_key", "unknown key; valid keys: {keys}", {"key": key, "keys": valid})
 
 
 def _known_keys(cls: Any, raw: Any) -> Any:
