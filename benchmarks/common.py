@@ -63,7 +63,7 @@ def real_full(raw: Path) -> data.Subset:
         return data.read_mnist(raw, "train")
     with tempfile.TemporaryDirectory() as folder:
         source = mirrors.load_source(Path(__file__).resolve().parent.parent / "data/mnist.yaml")
-        mirrors.download_all(source.sha256, [raw.resolve().as_uri() + "/"], Path(folder))
+        mirrors.download_all(source.files, [raw.resolve().as_uri() + "/"], Path(folder))
         return data.read_mnist(Path(folder), "train")
 
 

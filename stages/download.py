@@ -26,7 +26,7 @@ def main() -> None:
         if mirrors.load_source(args.source) != source:
             raise PipelineError(f"{args.source} changed while this stage ran: nothing written; run it again")
 
-    mirrors.download_all(source.sha256, mirrors.mirrors_to_try(source.mirrors), args.out, unchanged)
+    mirrors.download_all(source.files, mirrors.mirrors_to_try(source.mirrors), args.out, unchanged)
 
 
 if __name__ == "__main__":

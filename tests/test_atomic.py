@@ -30,7 +30,7 @@ def test_an_output_gets_the_mode_a_plain_open_would_give(umask, monkeypatch, tmp
     if proc == "no-proc":  # as on macOS
         monkeypatch.setattr(atomic, "PROC_STATUS", tmp_path / "no-proc")
     umask(mask)
-    atomic.write_json(tmp_path / "out" / "metrics.json", {"accuracy": 1.0})
+    atomic.write(tmp_path / "out" / "metrics.json", "{}")
     with open(tmp_path / "plain", "w"):
         pass
     assert stat.S_IMODE((tmp_path / "out" / "metrics.json").stat().st_mode) == mode
@@ -89,7 +89,7 @@ def test_a_json_output_is_never_nan(tmp_path):
 def test_leftovers_of_a_killed_run_go_with_the_next_write_and_git_ignores_them(tmp_path):
     leftover = tmp_path / ".metrics.json.abc123.tmp"
     leftover.write_text("half written by a run that was killed")
-    atomic.write_text(tmp_path / "metrics.json", "{}")
+    atomic.write(tmp_path / "metrics.json", "{}")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.json"]
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", "metrics/.train.json.x1y2.tmp"], cwd=ROOT)
     assert ignored.returncode == 0

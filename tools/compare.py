@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     entries = parse_exp_show(json.loads(vcs.output("dvc", "exp", "show", "--json")))
     runs = [load(entry) for entry in select(entries, args.names)]
     table = comparison_markdown(runs)
-    atomic.write_text(args.markdown, table)
+    atomic.write(args.markdown, table)
     plot_curves(args.figure, curves(runs), ["train_loss", "valid_loss", "valid_accuracy"], title="Experiments")
     print(table, end="")
     print(f"\n{args.figure}: their curves overlaid, on one scale per panel")

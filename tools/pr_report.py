@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seeded=None if args.seeds is None else seeded_check(commit, name, args.seeds),
         base_ref=args.base,
     )
-    atomic.write_text(args.markdown, report)
+    atomic.write(args.markdown, report)
     print(terminal_summary(report, args.markdown, args.figure), end="")
 
 

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     commit = vcs.resolve(args.base)
     text = seeded_check(commit, vcs.label(args.base, commit), args.seeds).markdown()
-    atomic.write_text(args.markdown, text)
+    atomic.write(args.markdown, text)
     print(text, end="")
 
 

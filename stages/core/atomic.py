@@ -67,20 +67,10 @@ class Outputs:
         self.staged = []
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write(path: str | os.PathLike, data: bytes | str) -> None:
     """Replace one file in one rename."""
     with Outputs() as outputs:
-        outputs.bytes(path, data)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with Outputs() as outputs:
-        outputs.text(path, text)
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with Outputs() as outputs:
-        outputs.json(path, obj)
+        outputs.bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def _temporary(target: Path, data: bytes) -> Path:

@@ -19,19 +19,17 @@ import torch
 
 import stages
 from stages.core import atomic
-from stages.core.training import Checkpoints, EpochResult
+from stages.core.training import EpochResult
 
 EPOCH_FIELDS = [field.name for field in dataclasses.fields(EpochResult)]
 
 
-class FileCheckpoints(Checkpoints):
+class FileCheckpoints:
     """A checkpoint file of one run, whose ``key`` names all its bits depend on; a file with another
     key, or unreadable, is set aside with one line saying so."""
 
     def __init__(self, path: Path, key: str, say: Callable[[str], None] = print):
-        self.path, self.key, self.say = path, key, say
-        self.name = str(path)
-        self.resumed_after = 0
+        self.path, self.key, self.say, self.resumed_after = path, key, say, 0
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
@@ -54,7 +52,7 @@ class FileCheckpoints(Checkpoints):
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save({"key": self.key, "state": state}, buffer)
-        atomic.write_bytes(self.path, buffer.getvalue())
+        atomic.write(self.path, buffer.getvalue())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

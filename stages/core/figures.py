@@ -33,7 +33,7 @@ def png_bytes(figure: Figure) -> bytes:
 
 def write_png(path: str | os.PathLike, figure: Figure) -> None:
     """A tool's figure, replaced in one rename (a stage's goes to its ``atomic.Outputs`` with its results)."""
-    atomic.write_bytes(path, png_bytes(figure))
+    atomic.write(path, png_bytes(figure))
 
 
 def samples_figure(images: torch.Tensor, labels: torch.Tensor) -> Figure:

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -36,16 +36,9 @@ GZIP_WBITS = zlib.MAX_WBITS | 16  # zlib's window, in the gzip wrapper
 CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Source:
-    """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
-
-    mirrors: tuple[str, ...]
-    sha256: Mapping[str, str]  # keyed by file name, e.g. train-images-idx3-ubyte
-
-
 Sha256 = said(
-    Annotated[str, StringConstraints(strict=True, pattern="^[0-9a-fA-F]{64}$")], "expected a SHA-256 as 64 hex digits"
+    Annotated[str, StringConstraints(strict=True, pattern="^[0-9a-fA-F]{64}$", to_lower=True)],
+    "expected a SHA-256 as 64 hex digits",
 )
 
 
@@ -58,15 +51,20 @@ class Checksums:  # one for each of MNIST_FILES
 
 
 @typed
-class SourceFile:
+class Source:
+    """data/mnist.yaml: where the download stage fetches MNIST from, and what each file must hold."""
+
     sha256: Checksums
     mirrors: tuple[Text, ...]
 
+    @property
+    def files(self) -> dict[str, str]:
+        """Each file's SHA-256, keyed by its name on the mirrors (train-images-idx3-ubyte)."""
+        return {MNIST_FILES[key]: value for key, value in asdict(self.sha256).items()}
+
 
 def load_source(path: str | Path) -> Source:
-    path = Path(path)
-    source = validate(SourceFile, read_yaml(path), str(path))
-    return Source(source.mirrors, {MNIST_FILES[key]: value.lower() for key, value in asdict(source.sha256).items()})
+    return validate(Source, read_yaml(Path(path)), str(path))
 
 
 class NotMnist(Exception):

@@ -42,12 +42,8 @@ def build_model(architecture: Architecture) -> nn.Sequential:
 
 
 def _mlp(architecture: MLP) -> nn.Sequential:
-    sizes = (INPUT_FEATURES, *architecture.hidden)
-    layers: list[nn.Module] = []
-    for inputs, outputs in itertools.pairwise(sizes):
-        layers += [nn.Linear(inputs, outputs), getattr(nn, ACTIVATIONS[architecture.activation])()]
-        layers += [nn.Dropout(architecture.dropout)] if architecture.dropout else []
-    return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
+    activation = getattr(nn, ACTIVATIONS[architecture.activation])
+    return nn.Sequential(*_dense(INPUT_FEATURES, architecture.hidden, activation, False, architecture.dropout))
 
 
 def _cnn(architecture: CNN) -> nn.Sequential:
@@ -62,16 +58,20 @@ def _cnn(architecture: CNN) -> nn.Sequential:
         layers.append(activation())
         layers += [nn.MaxPool2d(block.pool)] if block.pool else []
         layers += [nn.Dropout(block.dropout)] if block.dropout else []
-    channels, side = shapes[-1]
-    head = architecture.head
-    sizes = (channels * side * side, *head.hidden)
-    layers.append(nn.Flatten())
+    (channels, side), head = shapes[-1], architecture.head
+    dense = _dense(channels * side * side, head.hidden, activation, head.batch_norm, head.dropout)
+    return nn.Sequential(*layers, nn.Flatten(), *dense)
+
+
+def _dense(inputs: int, hidden: tuple[int, ...], activation: type, batch_norm: bool, dropout: float) -> list[nn.Module]:
+    """Per hidden size Linear -> [BatchNorm1d] -> activation -> [Dropout], then Linear -> 10: an MLP, a CNN's head."""
+    sizes, layers = (inputs, *hidden), []
     for inputs, outputs in itertools.pairwise(sizes):
-        layers.append(nn.Linear(inputs, outputs, bias=not head.batch_norm))
-        layers += [nn.BatchNorm1d(outputs)] if head.batch_norm else []
+        layers.append(nn.Linear(inputs, outputs, bias=not batch_norm))
+        layers += [nn.BatchNorm1d(outputs)] if batch_norm else []
         layers.append(activation())
-        layers += [nn.Dropout(head.dropout)] if head.dropout else []
-    return nn.Sequential(*layers, nn.Linear(sizes[-1], NUM_CLASSES))
+        layers += [nn.Dropout(dropout)] if dropout else []
+    return [*layers, nn.Linear(sizes[-1], NUM_CLASSES)]
 
 
 FAMILIES: dict[str, Callable[[Any], nn.Sequential]] = {"mlp": _mlp, "cnn": _cnn}

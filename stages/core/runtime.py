@@ -33,29 +33,17 @@ def configure(threads: int, device: str, mode: str) -> torch.device:
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error,
     never a silent fall back to the CPU."""
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise PipelineError(f"device {name!r} is not available ({count} CUDA devices found); {_available()}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise PipelineError(f"device {name!r} is not available (no MPS backend); {_available()}")
+    missing = {"cuda": (device.index or 0) >= len(cuda), "mps": not mps}.get(device.type)
+    if missing:
+        why = f"{len(cuda)} CUDA devices found" if device.type == "cuda" else "no MPS backend"
+        available = ", ".join(["auto", "cpu", *(["cuda", *cuda] if cuda else []), *(["mps"] if mps else [])])
+        raise PipelineError(f"device {name!r} is not available ({why}); available here: {available}")
     return device
-
-
-def _available() -> str:
-    choices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        choices += ["cuda"] + [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        choices.append("mps")
-    return f"available here: {', '.join(choices)}"
 
 
 def environment(device: torch.device, mode: str) -> dict[str, Any]:

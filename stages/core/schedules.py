@@ -46,7 +46,7 @@ def build_scheduler(
     kind = SCHEDULE_TYPES[spec.type]
     if kind.scheduler is None:
         return None
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.hyperparameters.items()}
+    values = spec.hyperparameters
     if spec.type == "onecycle":  # torch divides by the warm-up's length less one step
         pct_start = values.get("pct_start", inspect.signature(lr_scheduler.OneCycleLR).parameters["pct_start"].default)
         if pct_start * epochs * batches_per_epoch <= 1:

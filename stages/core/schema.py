@@ -27,15 +27,10 @@ SHOWN = reprlib.Repr()
 SHOWN.maxlevel, SHOWN.maxlist, SHOWN.maxdict, SHOWN.maxstring, SHOWN.maxother = 3, 4, 4, 80, 80
 
 
-def keys(cls: Any) -> list[str]:
-    """The keys a file may give ``cls``: its fields but those filled in from elsewhere (a name)."""
-    return sorted(name for name, field in cls.__pydantic_fields__.items() if not field.exclude)
-
-
 def _unknown(cls: Any, key: str) -> PydanticCustomError:
-    return PydanticCustomError(
-        "unknown_key", "unknown key; valid keys: {keys}", {"key": key, "keys": ", ".join(keys(cls))}
-    )
+    """``key`` is no key a file may give ``cls``: valid are its fields but those filled in from elsewhere (a name)."""
+    valid = ", ".join(sorted(name for name, field in cls.__pydantic_fields__.items() if not field.exclude))
+    return PydanticCustomError("unknown_key", "unknown key; valid keys: {keys}", {"key": key, "keys": valid})
 
 
 def _known_keys(cls: Any, raw: Any) -> Any:
@@ -99,31 +94,22 @@ class Registry:
         return {name: self._entry(name, entry) for name, entry in entries.items()}
 
     def _entry(self, name: str, raw: Any) -> Any:
-        try:
-            kind = raw.get(self.key) if isinstance(raw, Mapping) else None
-            if not isinstance(kind, str) or kind not in self.kinds or "name" in raw:
-                raise ValidationError.from_exception_data(self.key, [self._refusal(raw, kind)])
-            named = {"name": name} if "name" in self.kinds[kind].__pydantic_fields__ else {}
-            return self.finish(name, raw, _adapter(self.kinds[kind]).validate_python({**raw, **named}))
-        except ValidationError as error:  # placed under the entry's name
-            lines = [{**line, "loc": (name, *line["loc"]), "type": _kind(line)} for line in error.errors()]
-            raise ValidationError.from_exception_data(error.title, lines) from None  # type: ignore[arg-type]
+        kind = raw.get(self.key) if isinstance(raw, Mapping) else None
+        if not isinstance(kind, str) or kind not in self.kinds or "name" in raw:
+            raise ValidationError.from_exception_data(self.key, [self._refusal(name, raw, kind)])
+        named = {"name": name} if "name" in self.kinds[kind].__pydantic_fields__ else {}
+        entry = _adapter(dict[str, self.kinds[kind]]).validate_python({name: {**raw, **named}})  # errors under its name
+        return self.finish(name, raw, entry[name])
 
-    def _refusal(self, raw: Any, kind: Any) -> Any:
+    def _refusal(self, name: str, raw: Any, kind: Any) -> Any:
         if not isinstance(raw, Mapping):
-            return {"type": "dict_type", "loc": (), "input": raw}
+            return {"type": "dict_type", "loc": (name,), "input": raw}
         if self.key not in raw:
-            return {"type": "missing", "loc": (self.key,), "input": raw}
+            return {"type": "missing", "loc": (name, self.key), "input": raw}
         if isinstance(kind, str) and kind in self.kinds:  # and a name: the entry's key is its name
-            return {"type": _unknown(self.kinds[kind], "name"), "loc": (), "input": raw}
+            return {"type": _unknown(self.kinds[kind], "name"), "loc": (name,), "input": raw}
         allowed = f"choose one of: {', '.join(sorted(self.kinds))}"
-        return {"type": PydanticCustomError("invalid", allowed), "loc": (self.key,), "input": kind}
-
-
-def _kind(line: Any) -> Any:
-    """An error's type as ``from_exception_data`` takes it: pydantic knows ours by their message."""
-    ours = line["type"] in ("invalid", "unknown_key")
-    return PydanticCustomError(line["type"], line["msg"], line.get("ctx")) if ours else line["type"]
+        return {"type": PydanticCustomError("invalid", allowed), "loc": (name, self.key), "input": kind}
 
 
 @cache
@@ -197,4 +183,4 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
     yaml, text = YAML(), io.StringIO()
     yaml.default_flow_style = False
     yaml.dump(dict(data), text)
-    atomic.write_text(path, text.getvalue())
+    atomic.write(path, text.getvalue())

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,7 +28,11 @@ from stages.core.optimizers import build_optimizer
 from stages.core.params import CATALOG, Recipe, TrainParams
 from stages.core.schedules import Scheduler, build_scheduler
 
+if TYPE_CHECKING:  # checkpoint imports this module
+    from stages.core.checkpoint import FileCheckpoints
+
 Pair = tuple[torch.Tensor, torch.Tensor]  # features or rows, and labels
+Parts = tuple[nn.Module, Optimizer, Scheduler | None, torch.Generator]  # what a checkpoint holds besides history
 
 
 @dataclass(frozen=True)
@@ -76,18 +80,6 @@ class FitResult:
 
 class Diverged(PipelineError):
     """A loss that is not a finite number: the weights are lost, nothing is written."""
-
-
-class Checkpoints:
-    """Where ``fit`` keeps its state after every epoch: none here, a file in ``checkpoint.FileCheckpoints``."""
-
-    name = "the checkpoint"
-
-    def load(self) -> dict[str, Any] | None:
-        return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def epoch_rows(train: Pair, order: torch.Tensor, shuffled: Pair | None = None) -> Pair:
@@ -162,7 +154,7 @@ def fit(
     settings: TrainParams,
     seed: int,
     eval_batch_size: int,
-    checkpoints: Checkpoints | None = None,
+    checkpoints: FileCheckpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
     """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train`` holds
@@ -170,17 +162,16 @@ def fit(
     their own generator: they depend on the seed alone, not on how the model was initialised. After
     every epoch the whole state goes to ``checkpoints``; a run resumed from it ends with bitwise the
     weights and history of one never interrupted."""
-    checkpoints = checkpoints or Checkpoints()
     generator = torch.Generator().manual_seed(seed)
     shuffled = (torch.empty_like(train[0]), torch.empty_like(train[1]))
     state = TrainingState()
     parts = (model, optimizer, scheduler, generator)
-    if saved := checkpoints.load():
+    if checkpoints and (saved := checkpoints.load()):
         try:
-            state = TrainingState.restore(saved, *parts)
+            state = TrainingState.restore(saved, parts)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # its tensors, not its key
             raise PipelineError(
-                f"{checkpoints.name} does not fit this run ({str(error).splitlines()[0]}): delete it to train from "
+                f"{checkpoints.path} does not fit this run ({str(error).splitlines()[0]}): delete it to train from "
                 "the first epoch"
             ) from None
     graphed = None  # captured after a restore: the graph holds the very tensors it steps
@@ -202,7 +193,8 @@ def fit(
             if not math.isfinite(value):
                 raise Diverged(f"training diverged at epoch {result.epoch}: its {name} is {value}")
         state.add(result, model, keep_best=settings.keep == "best")
-        checkpoints.save(state.snapshot(*parts))
+        if checkpoints:
+            checkpoints.save(state.snapshot(parts))
         on_epoch(result)  # after the save: an epoch that was reported is never trained again
     if settings.keep == "best":
         model.load_state_dict(state.best_state)
@@ -231,10 +223,9 @@ class TrainingState:
             self.best_epoch, self.best_accuracy = result.epoch, result.valid_accuracy
             self.best_state = copy.deepcopy(model.state_dict()) if keep_best else None
 
-    def snapshot(
-        self, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler | None, generator: torch.Generator
-    ) -> dict:
+    def snapshot(self, parts: Parts) -> dict:
         """Plain data and tensors, so a checkpoint loads with ``weights_only=True``."""
+        model, optimizer, scheduler, generator = parts
         return {
             "history": [asdict(result) for result in self.history],
             "best": {"epoch": self.best_epoch, "accuracy": self.best_accuracy, "state": self.best_state},
@@ -249,14 +240,8 @@ class TrainingState:
         }
 
     @classmethod
-    def restore(
-        cls,
-        saved: dict,
-        model: nn.Module,
-        optimizer: Optimizer,
-        scheduler: Scheduler | None,
-        generator: torch.Generator,
-    ) -> TrainingState:
+    def restore(cls, saved: dict, parts: Parts) -> TrainingState:
+        model, optimizer, scheduler, generator = parts
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
@@ -274,7 +259,7 @@ def train_recipe(
     train_set: data.Subset,
     valid_set: data.Subset,
     device: torch.device,
-    checkpoints: Checkpoints | None = None,
+    checkpoints: FileCheckpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> tuple[nn.Sequential, FitResult]:
     """The model ``recipe`` describes, trained as it says. The seed is set here, right before the
