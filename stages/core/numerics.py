@@ -28,6 +28,8 @@ PORTABLE_ENV = {
     "MKL_DYNAMIC": "FALSE",  # MKL must use the threads it is given, whatever the machine's cores
     "OMP_DYNAMIC": "FALSE",
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's OpenBLAS: the products' one kernel (``pinned_products``)
+    # Its idle threads sleep at once rather than spin against torch's (2 threads on 2 cores: epochs 4x slower).
+    "OPENBLAS_THREAD_TIMEOUT": "4",
 }
 PORTABLE_CAPABILITY = "AVX2"
 PORTABLE_BLAS_KERNEL = PORTABLE_ENV["OPENBLAS_CORETYPE"]

@@ -25,8 +25,8 @@ def register(library: torch.library.Library) -> None:
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``mm`` and ``bmm`` (and a matrix times a stack): numpy's matmul calls the BLAS once per matrix."""
-    out = a.new_empty((*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1]))
+    """``mm`` and ``bmm``: numpy's matmul calls the BLAS once per matrix."""
+    out = a.new_empty((*a.shape[:-1], b.shape[-1]))
     with numpy.errstate(all="ignore"):  # an overflow is an inf, as in torch's own: the loop reports divergence
         numpy.matmul(_array(a), _array(b), out=out.numpy())
     return out
