@@ -106,8 +106,8 @@ _sqrt_library: Any = None  # the registration below while it is in force
 def correctly_rounded_sqrt(enabled: bool) -> None:
     """Whether torch's CPU ``sqrt`` (every caller: the optimizers' single-tensor and foreach paths,
     ``sqrt_``, ``out=``) rounds the exact square root, as IEEE 754 specifies. torch's own float32
-    kernel is MKL VML's, built on ``rsqrtps``, whose result each CPU maker chooses: Adam, AdamW,
-    RMSprop and AdaGrad then differ between Intel and AMD in the last bit, and the runs diverge."""
+    kernel (``pow(x, 0.5)``'s too) is MKL VML's, built on ``rsqrtps``, whose result each CPU maker
+    chooses: Adam, AdamW, RMSprop and AdaGrad then differ between Intel and AMD in the last bit."""
     global _sqrt_library
     import torch
 
@@ -122,16 +122,22 @@ def correctly_rounded_sqrt(enabled: bool) -> None:
 
 
 def _sqrt(tensor: Any) -> Any:
-    """float64's square root, rounded to the tensor's type: exact for float32 (and narrower) since
-    float64's is within one of its ulps, and 53 >= 2 * 24 + 2 bits make the second rounding
-    innocuous (Figueroa, "When is double rounding innocuous?", 1995). float64 itself keeps torch's
-    kernel. ``pow(x, 0.5)`` runs torch's sqrt kernel without calling ``sqrt`` (no recursion)."""
+    """numpy's square root for float32 and float64: its loops use the CPU's ``sqrtps``/``sqrtpd``,
+    which IEEE 754 defines as correctly rounded. Other types: float64's root rounded to the type
+    (exact for narrower ones: 53 >= 2 * 24 + 2 bits make the second rounding innocuous; Figueroa,
+    "When is double rounding innocuous?", 1995), integers promoted as torch's are."""
+    import numpy
     import torch
 
-    if tensor.dtype == torch.float64 or tensor.is_complex():
-        return torch.pow(tensor, 0.5)
-    dtype = tensor.dtype if tensor.is_floating_point() else torch.get_default_dtype()
-    return torch.pow(tensor.to(torch.float64), 0.5).to(dtype)
+    if tensor.dtype not in (torch.float32, torch.float64):
+        if tensor.is_complex():
+            return torch.pow(tensor, 0.5)
+        dtype = tensor.dtype if tensor.is_floating_point() else torch.get_default_dtype()
+        return _sqrt(tensor.to(torch.float64)).to(dtype)
+    out = torch.empty_like(tensor)
+    with numpy.errstate(invalid="ignore"):  # a negative's root is NaN, as torch's, without a warning
+        numpy.sqrt(tensor.detach().numpy(), out=out.numpy())
+    return out
 
 
 PINNED_PRODUCTS = ("mm", "addmm", "bmm", "convolution")  # torch ops whose CPU products portable mode replaces
