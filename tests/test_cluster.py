@@ -57,6 +57,7 @@ def ready_to_send(project: Project, tmp_path: Path) -> dict[str, object]:
     (``origin``) in ``tmp_path`` and its data in the DVC remote; returns the results the serial run gave."""
     one_machine = grid_results(project.root)
     project.run("git", "rm", "-rq", *GRID_OUTPUTS)
+    project.run("git", "clean", "-qfdX", "grid/runs")  # the timings files git ignores: gone, as in a fresh clone
     project.run("git", "commit", "-qm", "the grid, to run on a cluster")
     origin = tmp_path / "origin.git"
     project.run("git", "init", "-q", "--bare", "-b", "main", str(origin))
