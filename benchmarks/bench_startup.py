@@ -13,11 +13,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from PIL import Image
 
+from benchmarks import common
 from stages.core import numerics
 from testing.synthetic import draw_digit
 
@@ -35,15 +35,14 @@ def main() -> None:
             "import torch": [sys.executable, "-c", "import torch"],
             "predict": [sys.executable, "-m", "stages", "predict", str(image), "--params", args.params],
         }
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for _ in range(args.repeats):
-            for name, command in commands.items():
-                started = time.perf_counter()
-                subprocess.run(command, env=shell, check=True, capture_output=True)
-                times[name].append(time.perf_counter() - started)
-    bare, predict = (statistics.median(times[name]) for name in commands)
-    print(f"start-up, median of {args.repeats}: import torch {bare:.2f} s, predict of one image {predict:.2f} s "
-          f"({predict / bare:.2f}x)")  # fmt: skip
+        runs = {
+            name: lambda _, command=command: subprocess.run(command, env=shell, check=True, capture_output=True)
+            for name, command in commands.items()
+        }
+        times = common.alternate(runs, args.repeats)
+    bare, predict = (times[name] for name in commands)
+    print(f"start-up, median of {args.repeats}: import torch {statistics.median(bare):.2f} s, predict of one image "
+          f"{statistics.median(predict):.2f} s ({common.ratio(predict, bare):.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
