@@ -8,9 +8,8 @@ import csv
 import io
 import json
 import os
+import secrets
 import signal
-import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,24 +73,24 @@ def write(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 def _temporary(target: Path, data: bytes) -> Path:
-    """``data`` in a new hidden file beside ``target``, synced, with the mode ``open()`` would give (not
-    mkstemp's 0600); leftovers of a run killed before its renames go first."""
+    """``data`` in a new hidden file beside ``target``, synced, made as ``open()`` makes a file, so the umask
+    gives it its mode (``mkstemp`` gives 0600); leftovers of a run killed before its renames go first."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for leftover in target.parent.glob(f".{target.name}.*{TEMP_SUFFIX}"):
         leftover.unlink(missing_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    name = target.with_name(f".{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")  # 64 random bits: no one else has it
+    handle = open(name, "xb")  # "x": never a file already there
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             os.fsync(handle.fileno())
     except BaseException as error:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
         if isinstance(error, OSError):  # a full disk, a file-size limit: one line naming the file
             raise PipelineError(f"cannot write {target}: {error.strerror or error}; nothing replaced") from None
         raise
-    return Path(name)
+    return name
 
 
 @contextmanager
@@ -112,21 +111,3 @@ def _deferred_signals() -> Iterator[None]:
             signal.signal(number, handler)
         for number in received:
             signal.raise_signal(number)
-
-
-PROC_STATUS = Path("/proc/self/status")
-_UMASK_LOCK = threading.Lock()
-
-
-def _umask() -> int:
-    """The umask, read where Linux shows it: setting it to read it changes it for a moment for every thread."""
-    try:
-        for line in PROC_STATUS.read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    with _UMASK_LOCK:  # two threads interleaving set-and-restore could leave the wrong umask behind
-        umask = os.umask(0o077)  # meanwhile other threads' new files are private, never too open
-        os.umask(umask)
-    return umask
