@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,6 @@ def _sqrt(tensor: Any) -> Any:
     return out
 
 
-PINNED_PRODUCTS = ("mm", "addmm", "bmm", "convolution")  # torch ops whose CPU products portable mode replaces
 _products_library: Any = None
 
 
@@ -171,9 +171,14 @@ def blas(kernel: str | None = None) -> str:
 
 
 def _openblas(function: str, *args: int, restype: Any = None) -> Any:
+    call = getattr(_openblas_library(), f"scipy_openblas_{function}")
+    call.restype = restype
+    return call(*args)
+
+
+@cache
+def _openblas_library() -> ctypes.CDLL:
     import numpy
 
     (path,) = (Path(numpy.__file__).parent.parent / "numpy.libs").glob("libscipy_openblas64_*.so")
-    call = getattr(ctypes.CDLL(str(path)), f"scipy_openblas_{function}")  # the copy numpy loaded
-    call.restype = restype
-    return call(*args)
+    return ctypes.CDLL(str(path))  # the copy numpy loaded
