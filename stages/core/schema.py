@@ -133,9 +133,9 @@ def validate(kind: Any, raw: Any, source: str | Callable[[str], str], prefix: tu
 
 
 def _line(where: str, value: Any, error: Any) -> str:
-    if error["type"] in ("missing", "missing_argument"):
+    if error["type"] == "missing":
         return f"{where} is missing"
-    if error["type"] in ("dict_type", "dataclass_type", "dataclass_args_type"):
+    if error["type"] in ("dict_type", "dataclass_type"):
         return f"{where} must be a mapping of keys to values, got {SHOWN.repr(value)}"
     if error["type"] == "value_error":
         return f"{where}: {error['ctx']['error']}"
