@@ -288,19 +288,21 @@ AUDITED = {
         "index_select", "item", "lift_fresh", "max_pool2d", "max_pool2d_with_indices",
         "max_pool2d_with_indices_backward", "nonzero", "ones", "ones_like", "relu", "select", "slice", "stack", "t",
         "threshold_backward", "to", "unflatten", "view", "zero_", "zeros", "zeros_like", "dropout",
-        "_unsafe_view", "as_strided", "new_empty", "new_zeros", "transpose",
+        "_unsafe_view", "as_strided", "new_empty", "new_zeros", "transpose", "unbind", "clamp_", "expand",
+        "unsqueeze", "gather", "floor",
     },
     "IEEE 754 operations in a fixed order: ATen's code for AVX2 (pinned), FMA and Sleef's exp included": {
         "add", "add_", "addcdiv_", "addcmul_", "div", "div_", "lerp_", "mul", "mul_", "sum", "sigmoid",
         "tanh_backward", "gelu", "gelu_backward",
         "sigmoid_backward", "softmax", "_log_softmax", "_log_softmax_backward_data", "cross_entropy_loss",
         "nll_loss_forward", "nll_loss_backward", "batch_norm", "native_batch_norm", "native_batch_norm_backward",
+        "sub", "rsub", "round_", "arange",
     },
     "MKL VML's tanh on the COMPATIBLE branch: no approximate instruction (checked under QEMU)": {"tanh"},
     "products on the pinned OpenBLAS kernel (numerics.pinned_products; convolutions off oneDNN and NNPACK)": {
         "addmm", "mm", "linear", "conv2d", "convolution", "convolution_backward",
     },
-    "torch's own generator (mt19937 and its transforms)": {"uniform_", "bernoulli_", "randperm", "randint"},
+    "torch's own generator (mt19937 and its transforms)": {"uniform_", "bernoulli_", "randperm", "randint", "rand"},
     "correctly rounded in portable mode (numerics.correctly_rounded_sqrt)": {"sqrt"},
 }  # fmt: skip
 

@@ -117,7 +117,7 @@ def test_an_unknown_key_anywhere_is_an_error_naming_it_and_the_valid_ones():
     raw = with_changes()
     raw["train"]["epoch"] = 1
     assert (
-        "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, shift"
+        "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, rotate, shift, zoom"
         in error_for(raw)
     )
     raw = with_changes()
@@ -138,6 +138,8 @@ def test_an_unknown_key_anywhere_is_an_error_naming_it_and_the_valid_ones():
         ("schedules.cosine.eta_min", -0.001, "expected a number >= 0"),
         ("train.keep", "first", "choose one of: best, last"),
         ("train.shift", 30, "expected an integer from 0 to 8"),
+        ("train.rotate", 200, "expected a number of degrees from 0 to 180"),
+        ("train.zoom", 1.0, "expected a number from 0 to below 1"),
         ("architectures.mlp_20_sigmoid.dropout", 1.5, "expected a number from 0 to below 1"),
     ],
 )

@@ -1,5 +1,5 @@
-"""The training loop beyond the tutorial's: the epoch kept, early stopping, schedules, shifted
-images, a diverged run, and resuming from a checkpoint bit for bit."""
+"""The training loop beyond the tutorial's: the epoch kept, early stopping, schedules, shifted and
+turned images, a diverged run, and resuming from a checkpoint bit for bit."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 CPU = torch.device("cpu")
 SEED = 5
 SMALL_MLP = MLP("mlp", (16,), "relu")
-# Every source of randomness a run has: dropout, batch norm, shifted images, a per-batch schedule.
+# Every source of randomness a run has: dropout, batch norm, shifted and turned images, a per-batch schedule.
 SMALL_CNN = CNN(
     "cnn", "relu", (ConvBlock(4, 3, padding=1, batch_norm=True, pool=2, dropout=0.2),), Head((16,), False, 0.3)
 )
@@ -36,7 +36,9 @@ def split() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 
 
 def settings(**changes) -> TrainParams:
-    return TrainParams(**{"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, **changes})
+    return TrainParams(
+        **{"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, "rotate": 0, "zoom": 0, **changes}
+    )
 
 
 def run(split, train, architecture=SMALL_MLP, schedule=None, lr=0.05, checkpoints=None, on_epoch=None, kind="adam"):
@@ -101,6 +103,35 @@ def test_shifted_images_move_by_at_most_the_shift_and_depend_on_the_seed_alone()
     assert len({tuple(p) for p in positions.tolist()}) == 25  # every offset from -2 to 2 each way
 
 
+def ink_angles_and_lengths(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's ink as a line: its angle in degrees (anticlockwise, as shown) and its length in pixels."""
+    ink = rows.reshape(len(rows), 28, 28).double()
+    y, x = torch.meshgrid(
+        torch.arange(28.0, dtype=torch.float64), torch.arange(28.0, dtype=torch.float64), indexing="ij"
+    )
+    mass = ink.sum((1, 2))
+    cx, cy = (ink * x).sum((1, 2)) / mass, (ink * y).sum((1, 2)) / mass
+    dx, dy = x - cx[:, None, None], y - cy[:, None, None]
+    xx, yy, xy = ((ink * a * b).sum((1, 2)) / mass for a, b in ((dx, dx), (dy, dy), (dx, dy)))
+    angles = torch.rad2deg(0.5 * torch.atan2(-2 * xy, xx - yy))  # rows grow downwards
+    return angles, (12 * (xx + yy)).sqrt()  # a uniform bar's variance is its length squared over 12
+
+
+def test_turned_images_turn_and_grow_by_at_most_the_limits_and_depend_on_the_seed_alone():
+    bar = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    bar[0, 13:15, 4:24] = 255  # 20 pixels long, through the centre
+    rows = bar.reshape(1, -1).repeat(300, 1)
+    one = torch.ones(1, dtype=torch.float64)
+    assert torch.equal(data.turn(rows[:1], [0.0], one), rows[:1])
+    assert torch.equal(data.turn(rows[:1], [90.0], one).reshape(28, 28), torch.rot90(bar[0]))
+    first = data.turned(rows, 10, 0.2, torch.Generator().manual_seed(1))
+    assert torch.equal(first, data.turned(rows, 10, 0.2, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, data.turned(rows, 10, 0.2, torch.Generator().manual_seed(2)))
+    angles, lengths = ink_angles_and_lengths(first)
+    assert angles.abs().max() <= 10.5 and angles.min() < -8 and angles.max() > 8  # the range, both ways
+    assert 0.75 * 20 <= lengths.min() < 0.85 * 20 and 1.15 * 20 < lengths.max() <= 1.25 * 20
+
+
 def test_a_loss_that_is_not_finite_stops_training_naming_the_epoch(split):
     with pytest.raises(Diverged, match=r"training diverged at epoch 1: its (train|validation) loss is (nan|inf)"):
         run(split, settings(), lr=1e12, kind="sgd")
@@ -120,7 +151,7 @@ def interrupt_after(epoch: int):
 
 @pytest.mark.parametrize("architecture", [SMALL_MLP, SMALL_CNN], ids=["mlp", "cnn"])
 def test_a_run_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(split, tmp_path, architecture):
-    train = settings(epochs=3, keep="best", shift=2)
+    train = settings(epochs=3, keep="best", shift=2, rotate=10, zoom=0.1)
     schedule = ScheduleSpec("onecycle", "onecycle", {"max_lr": 0.05})
     whole, expected, _, _ = run(split, train, architecture, schedule)
 

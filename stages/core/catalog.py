@@ -21,6 +21,7 @@ Side = integer(0, IMAGE_SIZE)
 Fraction = number("a number from 0 to below 1", at.Ge(0), at.Lt(1))
 Rate = number("a number > 0", at.Gt(0))
 NonNegative = number("a number >= 0", at.Ge(0))
+Degrees = number("a number of degrees from 0 to 180", at.Ge(0), at.Le(180))
 Betas = said(Annotated[list[Fraction], at.Len(2, 2)], "expected a list of 2 numbers from 0 to below 1")
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
 from stages.core.errors import PipelineError
 from stages.core.idx import decode_idx
@@ -30,6 +32,7 @@ class Subset:
 
 
 SUBSETS = ("train", "valid", "test")
+TURNED_AT_ONCE = 10_000  # images
 
 
 def read_mnist(raw_dir: Path, prefix: str) -> Subset:
@@ -123,7 +126,7 @@ def shifted(rows: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
     """Each row's image moved by seeded whole pixels, up to ``max_shift`` each way, the border black; the
     offsets drawn on the CPU, so a seed gives the same shifts on every device."""
     images = rows.reshape(len(rows), IMAGE_SIZE, IMAGE_SIZE)
-    padded = torch.nn.functional.pad(images, (max_shift,) * 4)
+    padded = F.pad(images, (max_shift,) * 4)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, len(rows)), generator=generator)
     shifted = torch.empty_like(images)
     for dy in range(2 * max_shift + 1):  # one copy per offset: no index tensor the size of the images
@@ -131,6 +134,48 @@ def shifted(rows: torch.Tensor, max_shift: int, generator: torch.Generator) -> t
             chosen = ((offsets[0] == dy) & (offsets[1] == dx)).nonzero().flatten().to(rows.device)
             shifted[chosen] = padded[chosen, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]
     return shifted.reshape(len(rows), -1)
+
+
+def turned(rows: torch.Tensor, max_degrees: float, max_zoom: float, generator: torch.Generator) -> torch.Tensor:
+    """Each row's image turned by up to ``max_degrees`` and scaled by up to ``max_zoom`` each way, seeded
+    (drawn on the CPU, as shifts): handwriting varies in slant and size as much as in place."""
+    turns, sizes = torch.rand(2, len(rows), generator=generator, dtype=torch.float64) * 2 - 1
+    return turn(rows, (turns * max_degrees).tolist(), 1 + sizes * max_zoom)
+
+
+def turn(rows: torch.Tensor, degrees: list[float], scales: torch.Tensor) -> torch.Tensor:
+    """Each row's image turned anticlockwise about its centre and scaled, sampled bilinearly (black
+    outside), rounded back to uint8, with elementwise ops and gathers (torch's ``grid_sample`` crashes
+    under QEMU, so tests/other_cpus.py could not check it). Sines from the C library (``math``, as the
+    schedules' cosines): torch's float32 ``sin`` is MKL VML's, whose code path follows the CPU."""
+    radians = [math.radians(angle) for angle in degrees]
+    cos, sin = (
+        (torch.tensor([f(angle) for angle in radians], dtype=torch.float64) / scales).float()[:, None].to(rows.device)
+        for f in (math.cos, math.sin)
+    )
+    out = torch.empty_like(rows)
+    for start in range(0, len(rows), TURNED_AT_ONCE):  # a few float copies of a part at a time, not of all
+        part = slice(start, start + TURNED_AT_ONCE)
+        out[part] = _sampled(rows[part].float(), cos[part], sin[part])
+    return out
+
+
+def _sampled(images: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Each output pixel read where the inverse turn puts it, from the four pixels around that point.
+    The images get a black border (1 pixel before, 2 after) and points are held within it, so a point
+    outside reads black without a test."""
+    side, centre = IMAGE_SIZE + 3, (IMAGE_SIZE - 1) / 2
+    padded = F.pad(images.view(-1, IMAGE_SIZE, IMAGE_SIZE), (1, 2, 1, 2)).flatten(1)
+    axis = torch.arange(float(IMAGE_SIZE), device=images.device) - centre
+    v, u = (grid.flatten() for grid in torch.meshgrid(axis, axis, indexing="ij"))  # each pixel's row and column
+    x = (centre + cos * u - sin * v).clamp_(-1, IMAGE_SIZE)
+    y = (centre + sin * u + cos * v).clamp_(-1, IMAGE_SIZE)
+    left, top = x.floor(), y.floor()
+    across, down = x - left, y - top
+    index = ((top + 1) * side + left + 1).long()
+    upper = padded.gather(1, index) * (1 - across) + padded.gather(1, index + 1) * across
+    lower = padded.gather(1, index + side) * (1 - across) + padded.gather(1, index + side + 1) * across
+    return (upper * (1 - down) + lower * down).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def as_features(images: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -65,7 +65,7 @@ def environment(device: torch.device, mode: str) -> dict[str, Any]:
         "blas": numerics.blas() if mode == "portable" else "MKL",  # what the CPU's matrix products run on
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "libc": " ".join(platform.libc_ver()),  # the schedules' math.cos; not a field of the fingerprint
+        "libc": " ".join(platform.libc_ver()),  # the schedules' and turns' math.cos; not a field of the fingerprint
         "platform": f"{sys.platform} {platform.machine()}",
     }
     return {"fingerprint": fingerprint(env), **env}

@@ -166,7 +166,7 @@ def fit(
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
     """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train`` holds
-    rows as stored (``data.as_rows``), ``valid`` features (``data.as_features``). Order and shifts have
+    rows as stored (``data.as_rows``), ``valid`` features (``data.as_features``). Order, shifts and turns have
     their own generator: they depend on the seed alone, not on how the model was initialised. After
     every epoch the whole state goes to ``checkpoints``; a run resumed from it ends with bitwise the
     weights and history of one never interrupted."""
@@ -189,6 +189,8 @@ def fit(
         rows, labels = epoch_rows(train, torch.randperm(len(train[1]), generator=generator), shuffled)
         if settings.shift:
             rows = data.shifted(rows, settings.shift, generator)
+        if settings.rotate or settings.zoom:
+            rows = data.turned(rows, settings.rotate, settings.zoom, generator)
         per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
         train_loss = train_epoch(
             model, optimizer, scaled_batches(rows, labels, settings.batch_size), per_batch, graphed
