@@ -77,7 +77,9 @@ def assert_fit_matches_reference(
     fast, slow = twin_models(architecture)
     fast_optimizer, slow_optimizer = build_optimizer(spec, fast.parameters()), build_optimizer(spec, slow.parameters())
     train, valid = (data.as_rows(images, CPU), labels), (data.as_features(images, CPU), labels)
-    settings = TrainParams(epochs=EPOCHS, batch_size=batch_size, keep="last", patience=0, shift=0, rotate=0, zoom=0)
+    settings = TrainParams(
+        epochs=EPOCHS, batch_size=batch_size, keep="last", patience=0, shift=0, rotate=0, zoom=0, label_smoothing=0
+    )
     torch.manual_seed(SEED)  # the same dropout masks for both loops
     history = fit(fast, fast_optimizer, None, train, valid, settings, SEED, eval_batch_size=1000).history
     torch.manual_seed(SEED)

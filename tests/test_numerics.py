@@ -289,14 +289,14 @@ AUDITED = {
         "max_pool2d_with_indices_backward", "nonzero", "ones", "ones_like", "relu", "select", "slice", "stack", "t",
         "threshold_backward", "to", "unflatten", "view", "zero_", "zeros", "zeros_like", "dropout",
         "_unsafe_view", "as_strided", "new_empty", "new_zeros", "transpose", "unbind", "clamp_", "expand",
-        "unsqueeze", "gather", "floor",
+        "unsqueeze", "gather", "floor", "bitwise_not", "masked_fill", "masked_fill_",
     },
     "IEEE 754 operations in a fixed order: ATen's code for AVX2 (pinned), FMA and Sleef's exp included": {
         "add", "add_", "addcdiv_", "addcmul_", "div", "div_", "lerp_", "mul", "mul_", "sum", "sigmoid",
         "tanh_backward", "gelu", "gelu_backward",
         "sigmoid_backward", "softmax", "_log_softmax", "_log_softmax_backward_data", "cross_entropy_loss",
         "nll_loss_forward", "nll_loss_backward", "batch_norm", "native_batch_norm", "native_batch_norm_backward",
-        "sub", "rsub", "round_", "arange",
+        "neg", "sub", "rsub", "round_", "arange",
     },
     "MKL VML's tanh on the COMPATIBLE branch: no approximate instruction (checked under QEMU)": {"tanh"},
     "products on the pinned OpenBLAS kernel (numerics.pinned_products; convolutions off oneDNN and NNPACK)": {

@@ -8,6 +8,7 @@ import functools
 import inspect
 import math
 import operator
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from stages.core.models import build_model
 from stages.core.optimizers import OPTIMIZER_TYPES
 from stages.core.params import CATALOG_KEYS, PARAMS_KEYS, load_params, load_raw, parse_params, write_raw
 from stages.core.schedules import SCHEDULE_TYPES
-from stages.core.schema import read_yaml, write_yaml
+from stages.core.schema import parse_yaml, read_yaml, write_yaml
 from stages.core.training import optimizer_and_scheduler
 from tests.conftest import ROOT
 
@@ -60,6 +61,14 @@ def test_the_grid_trains_both_mlps_with_every_optimizer_and_each_cnn_with_its_re
     cnn = params.recipe("cnn_small", seed=43)
     assert cnn.architecture.family == "cnn" and cnn.seed == 43 and cnn.train.shift > 0
     assert params.grid_seeds == [42, 43, 44]
+
+
+def test_readmes_command_for_cnn_small_as_the_single_configuration_trains_the_grids_recipe():
+    """README's `dvc exp run -S arch=cnn_small ...` line: what a reader runs to get the table's recipe."""
+    command = re.search(r"^dvc exp run -S arch=cnn_small .*$", (ROOT / "README.md").read_text(), re.MULTILINE)[0]
+    assignments = dict(pair.split("=") for pair in re.findall(r"-S (\S+)", command))
+    params = parse_params(with_changes(**{key: parse_yaml(value, key) for key, value in assignments.items()}))
+    assert params.recipe() == params.recipe("cnn_small")
 
 
 def test_a_grid_recipe_is_the_single_configuration_when_it_names_the_same_entries():
@@ -117,8 +126,8 @@ def test_an_unknown_key_anywhere_is_an_error_naming_it_and_the_valid_ones():
     raw = with_changes()
     raw["train"]["epoch"] = 1
     assert (
-        "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, patience, rotate, shift, zoom"
-        in error_for(raw)
+        "train.epoch = 1 is invalid; unknown key; valid keys: batch_size, epochs, keep, label_smoothing, patience, "
+        "rotate, shift, zoom" in error_for(raw)
     )
     raw = with_changes()
     raw["architectures"]["lenet5"]["blocks"][0]["chanels"] = 8

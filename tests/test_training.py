@@ -1,5 +1,5 @@
 """The training loop beyond the tutorial's: the epoch kept, early stopping, schedules, shifted and
-turned images, a diverged run, and resuming from a checkpoint bit for bit."""
+turned images, label smoothing, a diverged run, and resuming from a checkpoint bit for bit."""
 
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ def split() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
     return (data.as_rows(images, CPU), labels.long()), (data.as_features(valid_images, CPU), valid_labels.long())
 
 
+PLAIN = {"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, "rotate": 0, "zoom": 0}
+
+
 def settings(**changes) -> TrainParams:
-    return TrainParams(
-        **{"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, "rotate": 0, "zoom": 0, **changes}
-    )
+    return TrainParams(**{**PLAIN, "label_smoothing": 0, **changes})
 
 
 def run(split, train, architecture=SMALL_MLP, schedule=None, lr=0.05, checkpoints=None, on_epoch=None, kind="adam"):
@@ -130,6 +131,14 @@ def test_turned_images_turn_and_grow_by_at_most_the_limits_and_depend_on_the_see
     angles, lengths = ink_angles_and_lengths(first)
     assert angles.abs().max() <= 10.5 and angles.min() < -8 and angles.max() > 8  # the range, both ways
     assert 0.75 * 20 <= lengths.min() < 0.85 * 20 and 1.15 * 20 < lengths.max() <= 1.25 * 20
+
+
+def test_label_smoothing_trains_against_smoothed_targets_and_validation_stays_plain_cross_entropy(split):
+    _, result, _, _ = run(split, settings(label_smoothing=0.2, epochs=8), lr=0.01)
+    target = torch.tensor([0.8 + 0.02] + [0.02] * 9)  # a fifth of the label's probability spread over the 10 classes
+    floor = -(target * target.log()).sum().item()  # no prediction's cross-entropy against it is lower
+    assert all(epoch.train_loss >= floor for epoch in result.history)
+    assert result.history[-1].valid_loss < floor < result.history[-1].train_loss
 
 
 def test_a_loss_that_is_not_finite_stops_training_naming_the_epoch(split):

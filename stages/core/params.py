@@ -47,6 +47,7 @@ class TrainParams:
     shift: integer(0, 8)  # pixels each training image moves, seeded, every epoch; 0 leaves them
     rotate: catalog.Degrees  # the most each training image turns each way, seeded, every epoch; 0 leaves them
     zoom: catalog.Fraction  # the most it grows or shrinks, as a fraction of its size, seeded: 0.1 is 90% to 110%
+    label_smoothing: catalog.Fraction  # of each target's probability spread over all classes (the training loss)
 
 
 @typed

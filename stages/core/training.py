@@ -10,6 +10,7 @@ weights (tests/test_equivalence.py; benchmarks/bench_training.py times both).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -106,10 +107,12 @@ def scaled_batches(rows: torch.Tensor, labels: torch.Tensor, batch_size: int) ->
         yield data.scale(batch, out=features[: len(batch)]), labels[start : start + batch_size]
 
 
-def step(model: nn.Module, optimizer: Optimizer, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The tutorial's training step; returns the batch's loss."""
+def step(
+    model: nn.Module, optimizer: Optimizer, features: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """The tutorial's training step; returns the batch's loss (against labels smoothed by ``smoothing``)."""
     optimizer.zero_grad()
-    loss = F.cross_entropy(model(features), labels)
+    loss = F.cross_entropy(model(features), labels, label_smoothing=smoothing)
     loss.backward()
     optimizer.step()
     return loss
@@ -121,6 +124,7 @@ def train_epoch(
     batches: Iterable[Pair],
     scheduler: Scheduler | None = None,
     graphed: graphs.GraphedStep | None = None,
+    smoothing: float = 0.0,
 ) -> float:
     """One pass of ``step`` over ``batches``; the mean loss over images. A per-batch schedule steps
     after every step. Losses stay on the device until the end, so a step never waits for a GPU."""
@@ -130,7 +134,7 @@ def train_epoch(
         if graphed is not None and len(labels) == graphed.batch_size:
             loss = graphed.replay(features, labels)  # the same step, captured once
         else:
-            loss = step(model, optimizer, features, labels)
+            loss = step(model, optimizer, features, labels, smoothing)
         if scheduler is not None:
             scheduler.step()
         losses.append(loss.detach())
@@ -184,7 +188,8 @@ def fit(
             ) from None
     graphed = None  # captured after a restore: the graph holds the very tensors it steps
     if graphs.replayable(train[0].device, optimizer, scheduler is None) and len(train[1]) >= settings.batch_size:
-        graphed = graphs.GraphedStep(model, optimizer, step, settings.batch_size, train[0].shape[1])
+        smoothed = functools.partial(step, smoothing=settings.label_smoothing)
+        graphed = graphs.GraphedStep(model, optimizer, smoothed, settings.batch_size, train[0].shape[1])
     while state.epoch < settings.epochs and not state.patience_spent(settings.patience):
         rows, labels = epoch_rows(train, torch.randperm(len(train[1]), generator=generator), shuffled)
         if settings.shift:
@@ -192,9 +197,8 @@ def fit(
         if settings.rotate or settings.zoom:
             rows = data.turned(rows, settings.rotate, settings.zoom, generator)
         per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
-        train_loss = train_epoch(
-            model, optimizer, scaled_batches(rows, labels, settings.batch_size), per_batch, graphed
-        )
+        batches = scaled_batches(rows, labels, settings.batch_size)
+        train_loss = train_epoch(model, optimizer, batches, per_batch, graphed, settings.label_smoothing)
         if scheduler is not None and not scheduler.per_batch:
             scheduler.step()
         validation = evaluate(model, *valid, eval_batch_size)
