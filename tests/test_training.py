@@ -35,11 +35,12 @@ def split() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
     return (data.as_rows(images, CPU), labels.long()), (data.as_features(valid_images, CPU), valid_labels.long())
 
 
-PLAIN = {"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, "rotate": 0, "zoom": 0}
+PLAIN = {"epochs": 4, "batch_size": 50, "keep": "last", "patience": 0, "shift": 0, "rotate": 0, "zoom": 0,
+         "label_smoothing": 0}  # fmt: skip
 
 
 def settings(**changes) -> TrainParams:
-    return TrainParams(**{**PLAIN, "label_smoothing": 0, **changes})
+    return TrainParams(**{**PLAIN, **changes})
 
 
 def run(split, train, architecture=SMALL_MLP, schedule=None, lr=0.05, checkpoints=None, on_epoch=None, kind="adam"):

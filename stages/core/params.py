@@ -15,8 +15,18 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from stages.core import catalog, numerics
-from stages.core.catalog import Architecture, Architectures, Optimizers, Schedules, Size, Spec, to_dict
+from stages.core import numerics
+from stages.core.catalog import (
+    Architecture,
+    Architectures,
+    Degrees,
+    Fraction,
+    Optimizers,
+    Schedules,
+    Size,
+    Spec,
+    to_dict,
+)
 from stages.core.errors import PipelineError
 from stages.core.schema import SHOWN, Text, choice, integer, invalid, read_yaml, said, typed, validate, write_yaml
 
@@ -45,9 +55,9 @@ class TrainParams:
     keep: choice("last", "best")  # best: the epoch of the best validation accuracy, the earliest on a tie
     patience: integer(0, 100_000)  # epochs without a better validation accuracy before stopping; 0 never stops
     shift: integer(0, 8)  # pixels each training image moves, seeded, every epoch; 0 leaves them
-    rotate: catalog.Degrees  # the most each training image turns each way, seeded, every epoch; 0 leaves them
-    zoom: catalog.Fraction  # the most it grows or shrinks, as a fraction of its size, seeded: 0.1 is 90% to 110%
-    label_smoothing: catalog.Fraction  # of each target's probability spread over all classes (the training loss)
+    rotate: Degrees  # the most each training image turns each way, seeded, every epoch; 0 leaves them
+    zoom: Fraction  # the most it grows or shrinks, as a fraction of its size, seeded: 0.1 is 90% to 110%
+    label_smoothing: Fraction  # of each target's probability spread over all classes (the training loss)
 
 
 @typed

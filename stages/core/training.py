@@ -124,9 +124,9 @@ def train_epoch(
     batches: Iterable[Pair],
     scheduler: Scheduler | None = None,
     graphed: graphs.GraphedStep | None = None,
-    smoothing: float = 0.0,
+    take_step: graphs.Step = step,
 ) -> float:
-    """One pass of ``step`` over ``batches``; the mean loss over images. A per-batch schedule steps
+    """One pass of ``take_step`` over ``batches``; the mean loss over images. A per-batch schedule steps
     after every step. Losses stay on the device until the end, so a step never waits for a GPU."""
     model.train()
     losses, sizes = [], []
@@ -134,7 +134,7 @@ def train_epoch(
         if graphed is not None and len(labels) == graphed.batch_size:
             loss = graphed.replay(features, labels)  # the same step, captured once
         else:
-            loss = step(model, optimizer, features, labels, smoothing)
+            loss = take_step(model, optimizer, features, labels)
         if scheduler is not None:
             scheduler.step()
         losses.append(loss.detach())
@@ -186,9 +186,9 @@ def fit(
                 f"{checkpoints.path} does not fit this run ({str(error).splitlines()[0]}): delete it to train from "
                 "the first epoch"
             ) from None
+    smoothed = functools.partial(step, smoothing=settings.label_smoothing)
     graphed = None  # captured after a restore: the graph holds the very tensors it steps
     if graphs.replayable(train[0].device, optimizer, scheduler is None) and len(train[1]) >= settings.batch_size:
-        smoothed = functools.partial(step, smoothing=settings.label_smoothing)
         graphed = graphs.GraphedStep(model, optimizer, smoothed, settings.batch_size, train[0].shape[1])
     while state.epoch < settings.epochs and not state.patience_spent(settings.patience):
         rows, labels = epoch_rows(train, torch.randperm(len(train[1]), generator=generator), shuffled)
@@ -198,7 +198,7 @@ def fit(
             rows = data.turned(rows, settings.rotate, settings.zoom, generator)
         per_batch = scheduler if scheduler is not None and scheduler.per_batch else None
         batches = scaled_batches(rows, labels, settings.batch_size)
-        train_loss = train_epoch(model, optimizer, batches, per_batch, graphed, settings.label_smoothing)
+        train_loss = train_epoch(model, optimizer, batches, per_batch, graphed, smoothed)
         if scheduler is not None and not scheduler.per_batch:
             scheduler.step()
         validation = evaluate(model, *valid, eval_batch_size)
