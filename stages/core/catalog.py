@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import annotated_types as at
 from pydantic import Field
 
-from stages.core.schema import Flag, Registry, choice, integer, number, said, typed
+from stages.core.schema import Flag, Registry, adapter, choice, integer, number, said, typed
 
 IMAGE_SIZE = 28
 ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "GELU"}  # torch.nn's classes
@@ -91,15 +91,8 @@ ARCHITECTURE_FAMILIES: dict[str, type] = {"mlp": MLP, "cnn": CNN}  # each with i
 
 
 def to_dict(architecture: Architecture) -> dict[str, Any]:
-    """Plain data, as catalog.yaml spells it and a saved model carries it: the values themselves, so a
-    model file pickles each once."""
-    return {key: _plain(value) for key, value in dataclasses.asdict(architecture).items() if key != "name"}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return [_plain(item) for item in value] if isinstance(value, (list, tuple)) else value
+    """Plain data, as catalog.yaml spells it and a saved model carries it (lists, no name)."""
+    return adapter(type(architecture)).dump_python(architecture, mode="json")
 
 
 @dataclasses.dataclass(frozen=True)

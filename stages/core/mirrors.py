@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import urllib.error
 import urllib.request
@@ -32,8 +34,6 @@ MNIST_SIZES = {  # decompressed bytes of each of MNIST_FILES: a response is neve
     "t10k-images-idx3-ubyte": 7_840_016,
     "t10k-labels-idx1-ubyte": 10_008,
 }
-GZIP_WBITS = zlib.MAX_WBITS | 16  # zlib's window, in the gzip wrapper
-CHUNK = 1 << 16
 
 
 Sha256 = said(
@@ -113,24 +113,13 @@ def fetch_verified(name: str, expected_sha256: str, mirrors: Sequence[str]) -> b
 def gunzip_bounded(stream: BinaryIO, size: int) -> bytes:
     """The content of a gzip ``stream``, given up on past ``size`` bytes, or past twice that read (more than
     any gzip wrapper of ``size`` bytes needs, even stored uncompressed)."""
-    content = bytearray()
-    decompressor = zlib.decompressobj(wbits=GZIP_WBITS)
-    compressed = 0
-    while chunk := stream.read(CHUNK):
-        compressed += len(chunk)
-        if compressed > 2 * size:
-            raise NotMnist(f"more than {2 * size:,} bytes of gzip for MNIST's {size:,}: not the MNIST file")
-        while chunk:
-            content += decompressor.decompress(chunk, size + 1 - len(content))
-            if len(content) > size:
-                raise NotMnist(f"larger than MNIST's {size:,} bytes: not the MNIST file")
-            if decompressor.eof and decompressor.unused_data:  # another gzip member follows
-                chunk, decompressor = decompressor.unused_data, zlib.decompressobj(wbits=GZIP_WBITS)
-            else:
-                chunk = decompressor.unconsumed_tail
-    if not decompressor.eof:
-        raise EOFError("it ends before its last gzip member does")
-    return bytes(content)
+    compressed = stream.read(2 * size + 1)
+    if len(compressed) > 2 * size:
+        raise NotMnist(f"more than {2 * size:,} bytes of gzip for MNIST's {size:,}: not the MNIST file")
+    content = gzip.GzipFile(fileobj=io.BytesIO(compressed)).read(size + 1)  # decompressed no further
+    if len(content) > size:
+        raise NotMnist(f"larger than MNIST's {size:,} bytes: not the MNIST file")
+    return content
 
 
 def download_all(

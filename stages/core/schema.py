@@ -90,7 +90,7 @@ class Registry:
         return core_schema.no_info_plain_validator_function(self.validate)
 
     def validate(self, raw: Any) -> dict[str, Any]:
-        entries = _adapter(Annotated[dict[str, Any], at.MinLen(1)]).validate_python(raw)
+        entries = adapter(Annotated[dict[str, Any], at.MinLen(1)]).validate_python(raw)
         return {name: self._entry(name, entry) for name, entry in entries.items()}
 
     def _entry(self, name: str, raw: Any) -> Any:
@@ -98,7 +98,7 @@ class Registry:
         if not isinstance(kind, str) or kind not in self.kinds or "name" in raw:
             raise ValidationError.from_exception_data(self.key, [self._refusal(name, raw, kind)])
         named = {"name": name} if "name" in self.kinds[kind].__pydantic_fields__ else {}
-        entry = _adapter(dict[str, self.kinds[kind]]).validate_python({name: {**raw, **named}})  # errors under its name
+        entry = adapter(dict[str, self.kinds[kind]]).validate_python({name: {**raw, **named}})  # errors under its name
         return self.finish(name, raw, entry[name])
 
     def _refusal(self, name: str, raw: Any, kind: Any) -> Any:
@@ -113,7 +113,7 @@ class Registry:
 
 
 @cache
-def _adapter(kind: Any) -> TypeAdapter:
+def adapter(kind: Any) -> TypeAdapter:
     return TypeAdapter(kind)
 
 
@@ -121,7 +121,7 @@ def validate(kind: Any, raw: Any, source: str | Callable[[str], str], prefix: tu
     """``raw`` as ``kind``, or a one-line ``PipelineError`` for its first error; ``source`` names the file
     (or gives it for a top-level key), ``prefix`` where ``raw`` lies in it."""
     try:
-        return _adapter(kind).validate_python(raw)
+        return adapter(kind).validate_python(raw)
     except ValidationError as errors:
         error = errors.errors(include_url=False)[0]
         loc, value = (*prefix, *error["loc"]), error["input"]
