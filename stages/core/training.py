@@ -15,7 +15,8 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -28,9 +29,6 @@ from stages.core.models import build_model
 from stages.core.optimizers import build_optimizer
 from stages.core.params import CATALOG, Recipe, TrainParams
 from stages.core.schedules import Scheduler, build_scheduler
-
-if TYPE_CHECKING:  # checkpoint imports this module
-    from stages.core.checkpoint import FileCheckpoints
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # features or rows, and labels
 Parts = tuple[nn.Module, Optimizer, Scheduler | None, torch.Generator]  # what a checkpoint holds besides history
@@ -77,6 +75,16 @@ class FitResult:
     def best(self) -> EpochResult:
         """The best validation accuracy, the earliest epoch on a tie."""
         return max(self.history, key=lambda result: (result.valid_accuracy, -result.epoch))
+
+
+class Checkpoints(Protocol):
+    """Where ``fit`` keeps its state after every epoch: ``checkpoint.FileCheckpoints``, which imports this module."""
+
+    path: Path
+
+    def load(self) -> dict | None: ...
+
+    def save(self, state: dict) -> None: ...
 
 
 class Diverged(PipelineError):
@@ -158,7 +166,7 @@ def fit(
     settings: TrainParams,
     seed: int,
     eval_batch_size: int,
-    checkpoints: FileCheckpoints | None = None,
+    checkpoints: Checkpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> FitResult:
     """Train for ``settings.epochs`` (fewer with ``patience``), validating after each. ``train`` holds
@@ -265,7 +273,7 @@ def train_recipe(
     train_set: data.Subset,
     valid_set: data.Subset,
     device: torch.device,
-    checkpoints: FileCheckpoints | None = None,
+    checkpoints: Checkpoints | None = None,
     on_epoch: Callable[[EpochResult], None] = lambda result: None,
 ) -> tuple[nn.Sequential, FitResult]:
     """The model ``recipe`` describes, trained as it says. The seed is set here, right before the
